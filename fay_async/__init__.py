@@ -1,0 +1,80 @@
+"""fay_async: an asyncio-native client for the Fay deep-research API.
+
+``FayClient`` speaks the four documented endpoints; the errors it raises are in
+:mod:`fay_async.exceptions`.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._client import FayClient, validate_request_id
+from ._models import (
+    ConversationInfo,
+    ConversationOutput,
+    CreatedConversation,
+    ResearchResult,
+    ResearchStatus,
+    StopResult,
+)
+from ._ratelimit import RateLimits
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConversationAlreadyCompletedError,
+    FayError,
+    InvalidRequestIdError,
+    NotFoundError,
+    NotTrackedError,
+    RateLimitError,
+    RequestValidationError,
+    ResearchError,
+    ResearchFailedError,
+    ResearchNotCompletedError,
+    ResearchStoppedError,
+    ResearchTimeoutError,
+    ServerError,
+    UnexpectedResponseError,
+)
+
+try:
+    __version__ = version("fay-async")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConversationAlreadyCompletedError",
+    "ConversationInfo",
+    "ConversationOutput",
+    "CreatedConversation",
+    "FayClient",
+    "FayError",
+    "InvalidRequestIdError",
+    "NotFoundError",
+    "NotTrackedError",
+    "RateLimitError",
+    "RateLimits",
+    "RequestValidationError",
+    "ResearchError",
+    "ResearchFailedError",
+    "ResearchNotCompletedError",
+    "ResearchResult",
+    "ResearchStatus",
+    "ResearchStoppedError",
+    "ResearchTimeoutError",
+    "ServerError",
+    "StopResult",
+    "UnexpectedResponseError",
+    "__version__",
+    "validate_request_id",
+]

@@ -1,0 +1,332 @@
+"""``FayClient``: one method per documented endpoint of the Fay research API."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import unicodedata
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, urlsplit
+
+from . import _config, _wire
+from ._models import (
+    ConversationInfo,
+    ConversationOutput,
+    CreatedConversation,
+    StopResult,
+)
+from ._ratelimit import Endpoint, RateLimiter, RateLimits, coerce_limits
+from ._transport import RetryPolicy, Transport
+from .exceptions import APIError, ConfigurationError, InvalidRequestIdError
+
+if TYPE_CHECKING:
+    import httpx
+    from typing_extensions import Self
+
+__all__ = ["FayClient", "validate_request_id"]
+
+_FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")
+
+
+def validate_request_id(request_id: object) -> str:
+    """Return ``request_id`` if it is safe to put in a URL path; else raise.
+
+    Raises :class:`InvalidRequestIdError` (a ``ValueError``) for anything but a non-empty
+    string of at most 128 characters without ``/``, ``\\``, ``..``, ``?``, ``#``, ``%``,
+    white space or control characters.
+    """
+    if not isinstance(request_id, str):
+        raise InvalidRequestIdError(
+            f"a request id must be a string, got {type(request_id).__name__}",
+            request_id=request_id,
+        )
+    if not request_id:
+        raise InvalidRequestIdError("the request id is empty", request_id=request_id)
+    if len(request_id) > _config.MAX_REQUEST_ID_LENGTH:
+        raise InvalidRequestIdError(
+            f"the request id is {len(request_id)} characters long; "
+            f"at most {_config.MAX_REQUEST_ID_LENGTH} are accepted",
+            request_id=request_id,
+        )
+    for bad in _FORBIDDEN_IN_ID:
+        if bad in request_id:
+            raise InvalidRequestIdError(
+                f"the request id {request_id!r} contains {bad!r}, which is not allowed in a "
+                "request id",
+                request_id=request_id,
+            )
+    for char in request_id:
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            raise InvalidRequestIdError(
+                f"the request id {request_id!r} contains white space or a control character",
+                request_id=request_id,
+            )
+    return request_id
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve_base_url(base_url: str | None, *, allow_insecure_http: bool) -> str:
+    raw = base_url if base_url is not None else os.environ.get(_config.BASE_URL_ENV)
+    if raw is None or not raw.strip():
+        return _config.DEFAULT_BASE_URL
+    source = "base_url" if base_url is not None else _config.BASE_URL_ENV
+    text = raw.strip()
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as error:
+        raise ConfigurationError(f"{source} {text!r} is not a valid URL: {error}") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigurationError(
+            f"{source} must be an http(s) origin such as {_config.DEFAULT_BASE_URL!r}, "
+            f"got {text!r}"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError(
+            f"{source} must not carry credentials, a query or a fragment, got {text!r}"
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+        raise ConfigurationError(
+            f"{source} {text!r} uses plain http to a remote host, which would send the API "
+            "key in clear text; use https, or pass allow_insecure_http=True if the network "
+            "path is trusted"
+        )
+    path = parts.path.rstrip("/")
+    path = path.removesuffix(_config.API_PREFIX)
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _resolve_api_key(api_key: str | None) -> str:
+    key = api_key if api_key is not None else os.environ.get(_config.API_KEY_ENV)
+    if key is None or not key.strip():
+        raise ConfigurationError(
+            "no Fay API key: pass FayClient(api_key=...) or set the environment variable "
+            f"{_config.API_KEY_ENV} (for example: export {_config.API_KEY_ENV}=your-key)"
+        )
+    if not isinstance(key, str):
+        raise ConfigurationError(f"the API key must be a string, got {type(key).__name__}")
+    if key != key.strip() or any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigurationError(
+            "the API key contains white space or control characters; "
+            "check for a stray newline or quote where it is set"
+        )
+    return key
+
+
+class FayClient:
+    """An async client for the Fay research API.
+
+    ``api_key`` defaults to the ``FAY_API_KEY`` environment variable and ``base_url`` (the
+    origin, such as ``https://api.fay.work``) to ``FAY_BASE_URL``. ``timeout`` bounds one
+    HTTP attempt; ``deadline`` bounds one call across all its retries. Use it as an async
+    context manager, or call :meth:`aclose` when done.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = _config.DEFAULT_TIMEOUT,
+        max_retries: int = _config.DEFAULT_MAX_RETRIES,
+        deadline: float | None = 120.0,
+        max_retry_after: float = _config.DEFAULT_MAX_RETRY_AFTER,
+        rate_limits: RateLimits | Mapping[str, int] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = _resolve_api_key(api_key)
+        self._base_url = _resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+        for name, value in (("timeout", timeout), ("max_retry_after", max_retry_after)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+        if deadline is not None and (
+            not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0
+        ):
+            raise ConfigurationError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
+        try:
+            limits = coerce_limits(rate_limits)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(f"rate_limits: {error}") from None
+        from . import __version__
+
+        headers = {
+            "User-Agent": f"fay-async/{__version__}",
+            "Accept": "application/json",
+            **(default_headers or {}),
+        }
+        if any(name.lower() == "authorization" for name in headers):
+            raise ConfigurationError("default_headers must not set Authorization; pass api_key")
+        self.rate_limits = limits
+        self._transport = Transport(
+            api_key=key,
+            base_url=self._base_url + _config.API_PREFIX,
+            timeout=float(timeout),
+            retry=RetryPolicy(max_retries=max_retries, max_retry_after=float(max_retry_after)),
+            deadline=deadline,
+            http_client=http_client,
+            headers=headers,
+            limiter=RateLimiter(limits) if limits is not None else None,
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The origin the client talks to (``/api/v1`` is added to every path)."""
+        return self._base_url
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The client-side budget every call through this client draws on, if any."""
+        return self._transport.limiter
+
+    @property
+    def is_closed(self) -> bool:
+        """True once :meth:`aclose` has been called."""
+        return self._transport.closed
+
+    def __repr__(self) -> str:
+        return f"FayClient(base_url={self._base_url!r}, api_key='***')"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the connections (only those of an httpx client this one created)."""
+        await self._transport.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        endpoint: Endpoint,
+        model: type[Any],
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        may_resend: bool = True,
+    ) -> Any:
+        response = await self._transport.request(
+            method, path, endpoint=endpoint, json=json_body, may_resend=may_resend
+        )
+        data = _wire.decode_envelope(response.status_code, response.content)
+        return _wire.structure(response.status_code, data, model, response.content)
+
+    async def create_conversation(
+        self,
+        prompt: str,
+        *,
+        structured_output: bool = False,
+        output_schema: Mapping[str, Any] | None = None,
+    ) -> CreatedConversation:
+        """Start a research (paid). Never sent twice: retried only if it surely never arrived."""
+        body = _checked_create_body(prompt, structured_output, output_schema)
+        result: CreatedConversation = await self._call(
+            "POST", "/conversations", "create", CreatedConversation,
+            json_body=body, may_resend=False,
+        )
+        return result
+
+    async def get_status(self, request_id: str) -> ConversationInfo:
+        """The current status of a research, with its timestamps and error message."""
+        path = _path(request_id, "status")
+        result: ConversationInfo = await self._call("GET", path, "status", ConversationInfo)
+        return result
+
+    async def get_output(self, request_id: str) -> ConversationOutput:
+        """The output of a completed research (Markdown text, or a JSON object)."""
+        path = _path(request_id, "output")
+        result: ConversationOutput = await self._call("GET", path, "output", ConversationOutput)
+        return result
+
+    async def stop_conversation(self, request_id: str) -> StopResult:
+        """Stop a PENDING or PROCESSING research; it will have no output."""
+        path = _path(request_id, "stop")
+        result: StopResult = await self._call("POST", path, "stop", StopResult)
+        return result
+
+    async def stop_if_running(self, request_id: str) -> ConversationInfo | StopResult:
+        """The documented check-then-stop: stop only a research that is still running.
+
+        Returns the :class:`StopResult` when it stopped the research, else the current
+        :class:`ConversationInfo`. A research that finishes between the check and the stop
+        is reported with its real final status rather than raised.
+        """
+        info = await self.get_status(request_id)
+        if not info.status.is_running:
+            return info
+        try:
+            return await self.stop_conversation(request_id)
+        except APIError as error:
+            if not is_already_finished(error):
+                raise
+            after = await self.get_status(request_id)
+            if after.status.is_terminal:
+                return after
+            raise
+
+
+def is_already_finished(error: APIError) -> bool:
+    """Whether a stop's error may mean "this research had already ended".
+
+    The documentation gives a code only for a completed research; stopping a FAILED or
+    STOPPED one is some other 4xx. Authentication, not-found and rate-limit answers are
+    never read that way.
+    """
+    return 400 <= error.status_code < 500 and error.status_code not in (401, 403, 404, 429)
+
+
+def _path(request_id: str, action: str) -> str:
+    return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"
+
+
+def _checked_create_body(
+    prompt: object, structured_output: object, output_schema: object
+) -> dict[str, Any]:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt is empty; give the research question as text")
+    if not isinstance(structured_output, bool):
+        raise TypeError(
+            f"structured_output must be True or False, got {type(structured_output).__name__}"
+        )
+    if output_schema is not None:
+        if not isinstance(output_schema, Mapping):
+            raise TypeError(
+                f"output_schema must be a JSON-schema object (a mapping), got "
+                f"{type(output_schema).__name__}"
+            )
+        if not structured_output:
+            raise ValueError("output_schema is only used with structured_output=True")
+        try:
+            json.dumps(output_schema, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"output_schema is not JSON-serialisable: {error}") from None
+    return _wire.create_body(
+        prompt,
+        structured_output=structured_output,
+        output_schema=output_schema,
+    )
+

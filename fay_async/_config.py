@@ -1,0 +1,24 @@
+"""Defaults and the names of the environment variables the library reads."""
+
+from __future__ import annotations
+
+from typing import Final
+
+API_KEY_ENV: Final = "FAY_API_KEY"
+BASE_URL_ENV: Final = "FAY_BASE_URL"
+WEBHOOK_SECRET_ENV: Final = "FAY_WEBHOOK_SECRET"
+
+DEFAULT_BASE_URL: Final = "https://api.fay.work"
+API_PREFIX: Final = "/api/v1"
+
+#: Seconds for one HTTP attempt (connect, read, write, pool).
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_MAX_RETRIES: Final = 2
+#: First backoff step and the largest single backoff sleep, in seconds.
+DEFAULT_BACKOFF_BASE: Final = 0.5
+DEFAULT_BACKOFF_CAP: Final = 8.0
+#: A Retry-After longer than this is not slept through: the call raises RateLimitError.
+DEFAULT_MAX_RETRY_AFTER: Final = 60.0
+
+#: Longest request id accepted before anything is sent.
+MAX_REQUEST_ID_LENGTH: Final = 128

@@ -1,0 +1,169 @@
+"""Client-side rate budgets: one sliding window per endpoint, on the event loop's clock.
+
+Fay's limits are per API key and per endpoint (for example 100 status checks an hour on
+the Free tier). A :class:`RateLimiter` lives with the :class:`~fay_async.FayClient`, so
+every call made with one key draws on one budget, whoever makes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import ClassVar, Final, Literal
+
+import anyio
+import attrs
+
+from .exceptions import RateLimitError
+
+__all__ = ["ENDPOINTS", "Endpoint", "RateLimiter", "RateLimits"]
+
+Endpoint = Literal["create", "status", "output", "stop"]
+ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
+
+HOUR: Final = 3600.0
+
+
+def _check_limit(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"RateLimits.{attribute.name} must be a positive whole number or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RateLimits:
+    """Requests allowed per ``window`` seconds, per endpoint (``None``: no limit).
+
+    ``RateLimits.FREE`` and ``RateLimits.PRO`` are the published tiers; pass your own
+    numbers for an Enterprise account. ``wait_for_create`` chooses what a create beyond
+    budget does: wait for its slot (the default) or raise :class:`RateLimitError`.
+    """
+
+    create: int | None = attrs.field(default=None, validator=_check_limit)
+    status: int | None = attrs.field(default=None, validator=_check_limit)
+    output: int | None = attrs.field(default=None, validator=_check_limit)
+    stop: int | None = attrs.field(default=None, validator=_check_limit)
+    window: float = attrs.field(default=HOUR)
+    wait_for_create: bool = True
+
+    FREE: ClassVar[RateLimits]
+    PRO: ClassVar[RateLimits]
+
+    @window.validator
+    def _check_window(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"RateLimits.window must be a positive number of seconds, got {value!r}")
+
+    def limit(self, endpoint: Endpoint) -> int | None:
+        """The number of calls allowed per window for ``endpoint``."""
+        value: int | None = getattr(self, endpoint)
+        return value
+
+    def interval(self, endpoint: Endpoint) -> float:
+        """The mean number of seconds between two calls that the budget sustains."""
+        limit = self.limit(endpoint)
+        return 0.0 if limit is None else self.window / limit
+
+
+RateLimits.FREE = RateLimits(create=10, status=100, output=50, stop=20)
+RateLimits.PRO = RateLimits(create=100, status=1000, output=500, stop=200)
+
+
+class _Window:
+    """The times of the calls made in the last ``window`` seconds, oldest first."""
+
+    __slots__ = ("limit", "lock", "sent", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.sent: deque[float] = deque()
+        self.lock = anyio.Lock()
+
+    def free_at(self, now: float) -> float:
+        while self.sent and self.sent[0] <= now - self.window:
+            self.sent.popleft()
+        if len(self.sent) < self.limit:
+            return now
+        return self.sent[0] + self.window
+
+
+class RateLimiter:
+    """Hands out call slots under :class:`RateLimits`, waiting (fairly, FIFO) when spent."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self.limits = limits
+        self._windows: dict[str, _Window] = {}
+        for endpoint in ENDPOINTS:
+            limit = limits.limit(endpoint)
+            if limit is not None:
+                self._windows[endpoint] = _Window(limit, limits.window)
+        self._blocked_until: dict[str, float] = {}
+
+    def available(self, endpoint: Endpoint) -> float:
+        """Calls that could be made now without waiting (``inf`` when unlimited)."""
+        window = self._windows.get(endpoint)
+        if window is None:
+            return math.inf
+        window.free_at(anyio.current_time())
+        return float(window.limit - len(window.sent))
+
+    def next_free(self, endpoint: Endpoint) -> float:
+        """Seconds until a call to ``endpoint`` would get a slot (0.0: now)."""
+        now = anyio.current_time()
+        window = self._windows.get(endpoint)
+        free = window.free_at(now) if window is not None else now
+        free = max(free, self._blocked_until.get(endpoint, now))
+        return max(0.0, free - now)
+
+    def block(self, endpoint: Endpoint, seconds: float) -> None:
+        """Hold back every call to ``endpoint`` for ``seconds`` (after the server said 429)."""
+        until = anyio.current_time() + seconds
+        self._blocked_until[endpoint] = max(self._blocked_until.get(endpoint, 0.0), until)
+
+    async def acquire(self, endpoint: Endpoint, *, wait: bool = True) -> None:
+        """Take a slot for one call to ``endpoint``; wait for one, or raise when ``wait`` is off."""
+        window = self._windows.get(endpoint)
+        blocked = self._blocked_until.get(endpoint)
+        if window is None and blocked is None:
+            return
+        if window is None:
+            await self._wait_unblocked(endpoint, wait=wait)
+            return
+        async with window.lock:  # FIFO: callers get slots in the order they asked
+            while True:
+                delay = self.next_free(endpoint)
+                if delay <= 0:
+                    window.sent.append(anyio.current_time())
+                    return
+                if not wait:
+                    raise RateLimitError(
+                        f"the client-side {endpoint} budget of {window.limit} calls per "
+                        f"{window.window:g} s is spent",
+                        status_code=429,
+                        code=None,
+                        retry_after=delay,
+                    )
+                await anyio.sleep(delay)
+
+    async def _wait_unblocked(self, endpoint: Endpoint, *, wait: bool) -> None:
+        delay = self.next_free(endpoint)
+        if delay <= 0:
+            return
+        if not wait:
+            raise RateLimitError(
+                f"the {endpoint} endpoint asked to wait", status_code=429, code=None, retry_after=delay
+            )
+        await anyio.sleep(delay)
+
+
+def coerce_limits(value: RateLimits | Mapping[str, int] | None) -> RateLimits | None:
+    """Accept ``RateLimits`` or a plain mapping such as ``{"status": 100}``."""
+    if value is None or isinstance(value, RateLimits):
+        return value
+    unknown = set(value) - set(ENDPOINTS)
+    if unknown:
+        raise ValueError(f"unknown rate-limit endpoints {sorted(unknown)}; known: {list(ENDPOINTS)}")
+    return RateLimits(**value)  # type: ignore[arg-type]

@@ -1,0 +1,228 @@
+"""HTTP transport: the only module that uses httpx at run time.
+
+It owns (or borrows) one ``httpx.AsyncClient``, sends the auth header, applies timeouts,
+retries with exponential backoff and full jitter, honours ``Retry-After``, and turns every
+httpx failure and every non-2xx answer into a :class:`~fay_async.exceptions.FayError`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import anyio
+import attrs
+import httpx
+
+from . import _wire
+from . import exceptions as exc
+from ._ratelimit import Endpoint, RateLimiter
+
+__all__ = ["RawResponse", "RetryPolicy", "Transport", "parse_retry_after"]
+
+logger: Final = logging.getLogger("fay_async")
+
+RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+
+#: Failures after which the request certainly did not reach the service: the connection
+#: was never made, or no pooled connection was ever handed out.
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How failed attempts are retried."""
+
+    max_retries: int = 2
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    max_retry_after: float = 60.0
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Full jitter: a uniform draw below the exponential step of this retry."""
+        return rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2.0**retry))
+
+
+@attrs.frozen
+class RawResponse:
+    """A 2xx answer: its status and raw body."""
+
+    status_code: int
+    content: bytes
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Transport:
+    """Sends requests to ``{base_url}/api/v1`` with retries; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float,
+        retry: RetryPolicy,
+        deadline: float | None,
+        http_client: httpx.AsyncClient | None,
+        headers: Mapping[str, str],
+        limiter: RateLimiter | None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout)
+        self._retry = retry
+        self._deadline = deadline
+        self._owns_client = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._headers = {**headers, "Authorization": f"Bearer {api_key}"}
+        self.limiter = limiter
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.closed = False
+
+    async def aclose(self) -> None:
+        """Close the httpx client if this transport created it."""
+        self.closed = True
+        if self._owns_client:
+            await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: Endpoint,
+        json: Mapping[str, Any] | None = None,
+        may_resend: bool = True,
+    ) -> RawResponse:
+        """Send one logical request; retry what is safe to retry; return a 2xx answer.
+
+        ``may_resend=False`` (create) retries only when the request certainly never
+        reached the service: the connection failed, or the service answered 429.
+        """
+        if self.closed:
+            raise exc.ConfigurationError("this FayClient is closed; create a new one")
+        if self._deadline is None:
+            return await self._attempts(method, path, endpoint, json, may_resend, math.inf)
+        deadline = anyio.current_time() + self._deadline
+        try:
+            with anyio.fail_after(self._deadline):
+                return await self._attempts(method, path, endpoint, json, may_resend, deadline)
+        except TimeoutError as error:
+            if isinstance(error, exc.FayError):
+                raise
+            raise exc.APITimeoutError(
+                f"{method} {path} did not finish within {self._deadline:g} s (all retries included)",
+                method=method,
+                path=path,
+            ) from None
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        endpoint: Endpoint,
+        json: Mapping[str, Any] | None,
+        may_resend: bool,
+        deadline: float,
+    ) -> RawResponse:
+        url = self._base + path
+        retries = 0
+        while True:
+            if self.limiter is not None:
+                await self.limiter.acquire(
+                    endpoint, wait=endpoint != "create" or self.limiter.limits.wait_for_create
+                )
+            started = anyio.current_time()
+            attempt = retries + 1
+            try:
+                response = await self._http.request(
+                    method, url, json=json, headers=self._headers, timeout=self._timeout
+                )
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict) as error:
+                elapsed = anyio.current_time() - started
+                logger.debug(
+                    "%s %s failed after %.3fs (attempt %d): %s",
+                    method, path, elapsed, attempt, type(error).__name__,
+                )
+                failure = self._connection_error(method, path, error)
+                retryable = isinstance(error, httpx.TransportError) and (
+                    may_resend or isinstance(error, _NOT_SENT)
+                )
+                if not retryable or retries >= self._retry.max_retries:
+                    raise failure from error
+                delay = self._retry.backoff(retries, self._rng)
+                if anyio.current_time() + delay >= deadline:
+                    raise failure from error
+            else:
+                status = response.status_code
+                logger.debug(
+                    "%s %s -> %d in %.3fs (attempt %d)",
+                    method, path, status, anyio.current_time() - started, attempt,
+                )
+                if 200 <= status < 300:
+                    return RawResponse(status, response.content)
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                error_out = _wire.error_from_response(status, response.content)
+                if isinstance(error_out, exc.RateLimitError):
+                    error_out.retry_after = retry_after
+                    if self.limiter is not None and retry_after is not None:
+                        self.limiter.block(endpoint, retry_after)
+                retryable = status in RETRY_STATUSES and (may_resend or status == 429)
+                if not retryable or retries >= self._retry.max_retries:
+                    raise error_out
+                if retry_after is not None and retry_after > self._retry.max_retry_after:
+                    raise error_out
+                delay = (
+                    retry_after if retry_after is not None else self._retry.backoff(retries, self._rng)
+                )
+                if anyio.current_time() + delay >= deadline:
+                    raise error_out
+            retries += 1
+            await anyio.sleep(delay)
+
+    @staticmethod
+    def _connection_error(method: str, path: str, error: Exception) -> exc.FayError:
+        where = f"{method} {path}"
+        if isinstance(error, httpx.TimeoutException):
+            return exc.APITimeoutError(
+                f"{where} timed out ({_describe(error)})", method=method, path=path
+            )
+        if isinstance(error, httpx.DecodingError):
+            return exc.UnexpectedResponseError(
+                f"{where}: the response body could not be decoded ({_describe(error)})",
+                status_code=0,
+            )
+        if isinstance(error, httpx.TooManyRedirects | httpx.UnsupportedProtocol | httpx.InvalidURL):
+            return exc.ConfigurationError(f"{where}: {_describe(error)}; check the base URL")
+        return exc.APIConnectionError(
+            f"{where}: could not talk to the Fay API ({_describe(error)})", method=method, path=path
+        )

@@ -1,0 +1,225 @@
+"""The wire format: the one cattrs converter, the envelope, and the API's error codes.
+
+This is the only module that knows JSON field names. Envelope in, model or
+:class:`~fay_async.exceptions.APIError` out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import cattrs
+from cattrs.preconf.json import make_converter
+
+from . import exceptions as exc
+from ._models import (
+    ConversationInfo,
+    ConversationOutput,
+    CreatedConversation,
+    ResearchStatus,
+    StopResult,
+)
+
+__all__ = [
+    "SNIPPET_LENGTH",
+    "create_body",
+    "decode_envelope",
+    "error_from_envelope",
+    "structure",
+]
+
+T = TypeVar("T")
+
+#: How many characters of an unexpected body an error message quotes.
+SNIPPET_LENGTH: Final = 200
+
+#: Documented error codes, and the class each one maps to.
+_ERROR_CODES: Final[Mapping[str, type[exc.APIError]]] = {
+    "VALIDATION_ERROR": exc.RequestValidationError,
+    "CONVERSATION_ALREADY_COMPLETED": exc.ConversationAlreadyCompletedError,
+    "RESEARCH_NOT_COMPLETED": exc.ResearchNotCompletedError,
+    "INVALID_API_KEY": exc.AuthenticationError,
+    "REQUEST_NOT_FOUND": exc.NotFoundError,
+    "RATE_LIMIT_EXCEEDED": exc.RateLimitError,
+}
+
+#: For codes this version does not know: the class by HTTP status.
+_ERROR_STATUSES: Final[Mapping[int, type[exc.APIError]]] = {
+    400: exc.BadRequestError,
+    401: exc.AuthenticationError,
+    403: exc.AuthenticationError,
+    404: exc.NotFoundError,
+    422: exc.BadRequestError,
+    429: exc.RateLimitError,
+}
+
+
+def _strict(kind: type[Any]) -> Any:
+    def hook(value: object, _: object) -> Any:
+        # bool is an int in Python, and a JSON true must not pass for a number or the reverse.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+def _structure_datetime(value: object, _: object) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    return datetime.fromisoformat(text)
+
+
+def _structure_status(value: object, _: object) -> ResearchStatus:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a status string, got {value!r}")
+    return ResearchStatus(value)
+
+
+def _structure_object(value: object, _: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _structure_output(value: object, _: object) -> str | dict[str, Any]:
+    if isinstance(value, (str, dict)):
+        return value
+    raise TypeError(f"expected a string or a JSON object, got {type(value).__name__}")
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter()
+    for kind in (str, bool, int):
+        converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(datetime, _structure_datetime)
+    converter.register_structure_hook(ResearchStatus, _structure_status)
+    object_type: Any = dict[str, Any]
+    output_type: Any = str | dict[str, Any]
+    converter.register_structure_hook_func(lambda t: t == object_type, _structure_object)
+    converter.register_structure_hook_func(lambda t: t == output_type, _structure_output)
+    return converter
+
+
+def _structure_float(value: object, _: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+_converter: Final = _make_converter()
+
+
+def snippet(text: str | bytes) -> str:
+    """A short, single-line excerpt of a body, for error messages."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    flat = " ".join(text.split())
+    if len(flat) > SNIPPET_LENGTH:
+        return flat[:SNIPPET_LENGTH] + "..."
+    return flat
+
+
+def _unexpected(status_code: int, why: str, content: bytes) -> exc.UnexpectedResponseError:
+    shown = snippet(content)
+    detail = f"{why}; body: {shown!r}" if shown else f"{why}; the body is empty"
+    return exc.UnexpectedResponseError(
+        f"unexpected response from the Fay API: {detail}",
+        status_code=status_code,
+        body=shown,
+    )
+
+
+def decode_envelope(status_code: int, content: bytes) -> Mapping[str, Any]:
+    """Return the ``data`` of a success envelope, or raise the error the body describes."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        raise _unexpected(status_code, "the body is not JSON", content) from None
+    if not isinstance(body, dict) or not isinstance(body.get("status"), bool):
+        raise _unexpected(status_code, "the body is not the Fay envelope", content)
+    if body["status"] is False or "error" in body:
+        raise error_from_envelope(status_code, body, content)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise _unexpected(status_code, "the envelope has no 'data' object", content)
+    if not 200 <= status_code < 300:
+        raise _unexpected(status_code, f"a success envelope came with HTTP {status_code}", content)
+    return data
+
+
+def error_from_envelope(
+    status_code: int, body: Mapping[str, Any], content: bytes = b""
+) -> exc.APIError:
+    """The exception for an error envelope: by documented code, else by HTTP status."""
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return _unexpected(status_code, "an error envelope without an 'error' object", content)
+    code = error.get("code")
+    message = error.get("message")
+    code = code if isinstance(code, str) and code else None
+    message = message if isinstance(message, str) and message else "no message given"
+    version = body.get("version")
+    cls = _ERROR_CODES.get(code or "") or _class_for_status(status_code)
+    return cls(
+        message,
+        status_code=status_code,
+        code=code,
+        api_version=version if isinstance(version, str) else None,
+        body=body,
+    )
+
+
+def error_from_response(status_code: int, content: bytes) -> exc.APIError:
+    """The exception for a non-2xx response, whether or not its body is the envelope."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        body = None
+    if isinstance(body, dict) and body.get("status") is False:
+        return error_from_envelope(status_code, body, content)
+    if status_code >= 500:
+        return exc.ServerError(
+            f"the Fay API failed with HTTP {status_code}; body: {snippet(content)!r}",
+            status_code=status_code,
+            body=snippet(content),
+        )
+    return _unexpected(status_code, f"HTTP {status_code} without an error envelope", content)
+
+
+def _class_for_status(status_code: int) -> type[exc.APIError]:
+    if status_code >= 500:
+        return exc.ServerError
+    return _ERROR_STATUSES.get(status_code, exc.APIError)
+
+
+def structure(status_code: int, data: Mapping[str, Any], model: type[T], content: bytes) -> T:
+    """Turn an envelope's ``data`` into a model; a field of the wrong type is an API error."""
+    try:
+        return _converter.structure(data, model)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
+        if isinstance(error, cattrs.BaseValidationError):
+            why = "; ".join(cattrs.transform_error(error, path=model.__name__))
+        else:
+            why = str(error)
+        raise _unexpected(
+            status_code, f"the {model.__name__} data does not match the documented fields: {why}", content
+        ) from error
+
+
+def create_body(
+    prompt: str, *, structured_output: bool, output_schema: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The JSON body of Create Conversation."""
+    body: dict[str, Any] = {"prompt": prompt, "structured_output": structured_output}
+    if output_schema is not None:
+        body["output_schema"] = dict(output_schema)
+    return body
+
+
+MODELS: Final = (CreatedConversation, ConversationInfo, ConversationOutput, StopResult)

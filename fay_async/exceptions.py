@@ -1,0 +1,210 @@
+"""The errors that fay_async raises: every one of them is a :class:`FayError`.
+
+::
+
+    FayError
+    ├── ConfigurationError                     missing API key, unusable base URL
+    ├── InvalidRequestIdError (+ ValueError)   unsafe request id, refused before sending
+    ├── APIConnectionError                     network failure after retries
+    │   └── APITimeoutError (+ TimeoutError)
+    ├── APIError                               .status_code .code .message .api_version .body
+    │   ├── BadRequestError                    400
+    │   │   ├── RequestValidationError         VALIDATION_ERROR
+    │   │   ├── ConversationAlreadyCompletedError
+    │   │   └── ResearchNotCompletedError
+    │   ├── AuthenticationError                401
+    │   ├── NotFoundError                      404
+    │   ├── RateLimitError                     429, .retry_after
+    │   ├── ServerError                        5xx
+    │   └── UnexpectedResponseError            body is not the documented envelope
+    └── ResearchError                          .request_id
+        ├── ResearchFailedError                FAILED, .error_message
+        ├── ResearchStoppedError               STOPPED while being waited on
+        ├── ResearchTimeoutError (+ TimeoutError)  .last_status .stopped
+        └── NotTrackedError (+ KeyError)       cancel of an id the manager does not track
+
+Exceptions from httpx, json or cattrs never reach the caller: they are chained as
+``__cause__`` of one of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConversationAlreadyCompletedError",
+    "FayError",
+    "InvalidRequestIdError",
+    "NotFoundError",
+    "NotTrackedError",
+    "RateLimitError",
+    "RequestValidationError",
+    "ResearchError",
+    "ResearchFailedError",
+    "ResearchNotCompletedError",
+    "ResearchStoppedError",
+    "ResearchTimeoutError",
+    "ServerError",
+    "UnexpectedResponseError",
+]
+
+
+class FayError(Exception):
+    """Base class of every error raised by fay_async."""
+
+
+class ConfigurationError(FayError):
+    """The client cannot be used as configured (missing API key, unusable base URL)."""
+
+
+class InvalidRequestIdError(FayError, ValueError):
+    """A request id that is unsafe to put in a URL; refused before anything is sent."""
+
+    def __init__(self, message: str, *, request_id: object) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class APIConnectionError(FayError):
+    """The service could not be reached, or the connection failed, after all retries."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """A request (or a call across its retries) ran out of time."""
+
+
+class APIError(FayError):
+    """The service answered with an error, or with something that is not its envelope."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        api_version: str | None = None,
+        body: Mapping[str, Any] | str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.api_version = api_version
+        self.body = body
+
+    def __str__(self) -> str:
+        code = f" {self.code}" if self.code else ""
+        return f"HTTP {self.status_code}{code}: {self.message}"
+
+
+class BadRequestError(APIError):
+    """HTTP 400: the service refused the request."""
+
+
+class RequestValidationError(BadRequestError):
+    """HTTP 400 VALIDATION_ERROR: the request body was refused (for example the prompt)."""
+
+
+class ConversationAlreadyCompletedError(BadRequestError):
+    """HTTP 400 CONVERSATION_ALREADY_COMPLETED: a completed research cannot be stopped."""
+
+
+class ResearchNotCompletedError(BadRequestError):
+    """HTTP 400 RESEARCH_NOT_COMPLETED: the output exists only once the research completed."""
+
+
+class AuthenticationError(APIError):
+    """HTTP 401 INVALID_API_KEY: the API key is invalid or expired."""
+
+
+class NotFoundError(APIError):
+    """HTTP 404 REQUEST_NOT_FOUND: no such request id (or its output has expired)."""
+
+
+class RateLimitError(APIError):
+    """HTTP 429 RATE_LIMIT_EXCEEDED, or a client-side budget that refuses to wait."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        code: str | None = "RATE_LIMIT_EXCEEDED",
+        api_version: str | None = None,
+        body: Mapping[str, Any] | str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, status_code=status_code, code=code, api_version=api_version, body=body
+        )
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.retry_after is not None:
+            text += f" (retry after {self.retry_after:g} s)"
+        return text
+
+
+class ServerError(APIError):
+    """HTTP 5xx: the service or a gateway in front of it failed."""
+
+
+class UnexpectedResponseError(APIError):
+    """The response is not the documented envelope (HTML page, empty body, bad JSON, ...)."""
+
+
+class ResearchError(FayError):
+    """A research ended (or was given up) in a way the caller has to handle."""
+
+    def __init__(self, message: str, *, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class ResearchFailedError(ResearchError):
+    """The research ended with status FAILED."""
+
+    def __init__(self, message: str, *, request_id: str, error_message: str | None) -> None:
+        super().__init__(message, request_id=request_id)
+        self.error_message = error_message
+
+
+class ResearchStoppedError(ResearchError):
+    """The research was STOPPED while it was being waited on."""
+
+
+class ResearchTimeoutError(ResearchError, TimeoutError):
+    """The research did not finish in time; ``stopped`` says whether it was stopped."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str,
+        last_status: object = None,
+        stopped: bool = False,
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.last_status = last_status
+        self.stopped = stopped
+
+
+class NotTrackedError(ResearchError, KeyError):
+    """The manager does not track this request id (never started here, or already ended)."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would quote the message like a dictionary key.
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,45 @@
+"""Shared fixtures: every async test runs on asyncio and on trio, both on virtual time.
+
+asyncio runs on a looptime event loop and trio on ``MockClock(autojump_threshold=0)``:
+when every task is waiting, the clock jumps to the next deadline, so a five-minute
+timeout or an hour of rate budget takes milliseconds. Tests that talk over a real socket
+use the ``real_time`` marker, which keeps the clocks real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import looptime
+import pytest
+import trio.testing
+
+API_KEY = "test-key-not-a-real-secret"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_time: run on the real clock (for tests that use real sockets)"
+    )
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    real = request.node.get_closest_marker("real_time") is not None
+    if request.param == "asyncio":
+        return ("asyncio", {} if real else {"loop_factory": looptime.new_event_loop})
+    return ("trio", {} if real else {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+@pytest.fixture
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture(autouse=True)
+def _no_fay_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never see a developer's real key or base URL."""
+    for name in ("FAY_API_KEY", "FAY_BASE_URL", "FAY_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    yield
