@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from . import _config
 from ._client import FayClient, validate_request_id
 from ._models import (
     ConversationInfo,
@@ -41,10 +40,7 @@ from .exceptions import (
     UnexpectedResponseError,
 )
 
-try:
-    __version__ = version("fay-async")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+__version__ = _config.VERSION
 
 __all__ = [
     "APIConnectionError",

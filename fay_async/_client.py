@@ -90,8 +90,7 @@ def _resolve_base_url(base_url: str | None, *, allow_insecure_http: bool) -> str
         raise ConfigurationError(f"{source} {text!r} is not a valid URL: {error}") from None
     if parts.scheme not in ("https", "http") or not host:
         raise ConfigurationError(
-            f"{source} must be an http(s) origin such as {_config.DEFAULT_BASE_URL!r}, "
-            f"got {text!r}"
+            f"{source} must be an http(s) origin such as {_config.DEFAULT_BASE_URL!r}, got {text!r}"
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(
@@ -109,14 +108,14 @@ def _resolve_base_url(base_url: str | None, *, allow_insecure_http: bool) -> str
 
 
 def _resolve_api_key(api_key: str | None) -> str:
-    key = api_key if api_key is not None else os.environ.get(_config.API_KEY_ENV)
+    key: object = api_key if api_key is not None else os.environ.get(_config.API_KEY_ENV)
+    if key is not None and not isinstance(key, str):
+        raise ConfigurationError(f"the API key must be a string, got {type(key).__name__}")
     if key is None or not key.strip():
         raise ConfigurationError(
             "no Fay API key: pass FayClient(api_key=...) or set the environment variable "
             f"{_config.API_KEY_ENV} (for example: export {_config.API_KEY_ENV}=your-key)"
         )
-    if not isinstance(key, str):
-        raise ConfigurationError(f"the API key must be a string, got {type(key).__name__}")
     if key != key.strip() or any(c.isspace() or not c.isprintable() for c in key):
         raise ConfigurationError(
             "the API key contains white space or control characters; "
@@ -151,22 +150,26 @@ class FayClient:
         key = _resolve_api_key(api_key)
         self._base_url = _resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+            raise ConfigurationError(
+                f"max_retries must be a whole number >= 0, got {max_retries!r}"
+            )
         for name, value in (("timeout", timeout), ("max_retry_after", max_retry_after)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+                raise ConfigurationError(
+                    f"{name} must be a positive number of seconds, got {value!r}"
+                )
         if deadline is not None and (
             not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0
         ):
-            raise ConfigurationError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
+            raise ConfigurationError(
+                f"deadline must be a positive number of seconds or None, got {deadline!r}"
+            )
         try:
             limits = coerce_limits(rate_limits)
         except (TypeError, ValueError) as error:
             raise ConfigurationError(f"rate_limits: {error}") from None
-        from . import __version__
-
         headers = {
-            "User-Agent": f"fay-async/{__version__}",
+            "User-Agent": f"fay-async/{_config.VERSION}",
             "Accept": "application/json",
             **(default_headers or {}),
         }
@@ -243,8 +246,12 @@ class FayClient:
         """Start a research (paid). Never sent twice: retried only if it surely never arrived."""
         body = _checked_create_body(prompt, structured_output, output_schema)
         result: CreatedConversation = await self._call(
-            "POST", "/conversations", "create", CreatedConversation,
-            json_body=body, may_resend=False,
+            "POST",
+            "/conversations",
+            "create",
+            CreatedConversation,
+            json_body=body,
+            may_resend=False,
         )
         return result
 
@@ -329,4 +336,3 @@ def _checked_create_body(
         structured_output=structured_output,
         output_schema=output_schema,
     )
-

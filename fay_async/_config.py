@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Final
+
+try:
+    VERSION: Final = version("fay-async")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    VERSION = "0.0.0+unknown"
 
 API_KEY_ENV: Final = "FAY_API_KEY"
 BASE_URL_ENV: Final = "FAY_BASE_URL"
-WEBHOOK_SECRET_ENV: Final = "FAY_WEBHOOK_SECRET"
+WEBHOOK_SECRET_ENV: Final = "FAY_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 
 DEFAULT_BASE_URL: Final = "https://api.fay.work"
 API_PREFIX: Final = "/api/v1"

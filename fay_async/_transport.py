@@ -8,9 +8,11 @@ httpx failure and every non-2xx answer into a :class:`~fay_async.exceptions.FayE
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import math
 import random
+import ssl
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -76,6 +78,12 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client of the process: building one takes milliseconds."""
+    return httpx.create_ssl_context()
+
+
 def _describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -101,8 +109,8 @@ class Transport:
         self._timeout = httpx.Timeout(timeout)
         self._retry = retry
         self._deadline = deadline
-        self._owns_client = http_client is None
-        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._borrowed = http_client
+        self._owned: httpx.AsyncClient | None = None
         self._headers = {**headers, "Authorization": f"Bearer {api_key}"}
         self.limiter = limiter
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -111,8 +119,17 @@ class Transport:
     async def aclose(self) -> None:
         """Close the httpx client if this transport created it."""
         self.closed = True
-        if self._owns_client:
-            await self._http.aclose()
+        if self._owned is not None:
+            await self._owned.aclose()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The httpx client in use; one of its own is made on first use (it is costly)."""
+        if self._borrowed is not None:
+            return self._borrowed
+        if self._owned is None:
+            self._owned = httpx.AsyncClient(verify=_ssl_context())
+        return self._owned
 
     async def request(
         self,
@@ -140,7 +157,8 @@ class Transport:
             if isinstance(error, exc.FayError):
                 raise
             raise exc.APITimeoutError(
-                f"{method} {path} did not finish within {self._deadline:g} s (all retries included)",
+                f"{method} {path} did not finish within {self._deadline:g} s "
+                "(all retries included)",
                 method=method,
                 path=path,
             ) from None
@@ -164,14 +182,23 @@ class Transport:
             started = anyio.current_time()
             attempt = retries + 1
             try:
-                response = await self._http.request(
+                response = await self.http.request(
                     method, url, json=json, headers=self._headers, timeout=self._timeout
                 )
-            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict) as error:
+            except (
+                httpx.HTTPError,
+                httpx.InvalidURL,
+                httpx.StreamError,
+                httpx.CookieConflict,
+            ) as error:
                 elapsed = anyio.current_time() - started
                 logger.debug(
                     "%s %s failed after %.3fs (attempt %d): %s",
-                    method, path, elapsed, attempt, type(error).__name__,
+                    method,
+                    path,
+                    elapsed,
+                    attempt,
+                    type(error).__name__,
                 )
                 failure = self._connection_error(method, path, error)
                 retryable = isinstance(error, httpx.TransportError) and (
@@ -186,7 +213,11 @@ class Transport:
                 status = response.status_code
                 logger.debug(
                     "%s %s -> %d in %.3fs (attempt %d)",
-                    method, path, status, anyio.current_time() - started, attempt,
+                    method,
+                    path,
+                    status,
+                    anyio.current_time() - started,
+                    attempt,
                 )
                 if 200 <= status < 300:
                     return RawResponse(status, response.content)
@@ -202,7 +233,9 @@ class Transport:
                 if retry_after is not None and retry_after > self._retry.max_retry_after:
                     raise error_out
                 delay = (
-                    retry_after if retry_after is not None else self._retry.backoff(retries, self._rng)
+                    retry_after
+                    if retry_after is not None
+                    else self._retry.backoff(retries, self._rng)
                 )
                 if anyio.current_time() + delay >= deadline:
                     raise error_out

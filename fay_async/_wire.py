@@ -181,7 +181,11 @@ def error_from_response(status_code: int, content: bytes) -> exc.APIError:
         body = json.loads(content)
     except (ValueError, RecursionError):
         body = None
-    if isinstance(body, dict) and body.get("status") is False:
+    if (
+        isinstance(body, dict)
+        and body.get("status") is False
+        and isinstance(body.get("error"), dict)
+    ):
         return error_from_envelope(status_code, body, content)
     if status_code >= 500:
         return exc.ServerError(
@@ -208,7 +212,9 @@ def structure(status_code: int, data: Mapping[str, Any], model: type[T], content
         else:
             why = str(error)
         raise _unexpected(
-            status_code, f"the {model.__name__} data does not match the documented fields: {why}", content
+            status_code,
+            f"the {model.__name__} data does not match the documented fields: {why}",
+            content,
         ) from error
 
 

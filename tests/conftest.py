@@ -8,7 +8,6 @@ use the ``real_time`` marker, which keeps the clocks real.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import looptime
@@ -38,8 +37,7 @@ def api_key() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_fay_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_fay_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see a developer's real key or base URL."""
     for name in ("FAY_API_KEY", "FAY_BASE_URL", "FAY_WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
-    yield

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import fay_async
+from fay_async import exceptions
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert fay_async.__all__ == sorted(fay_async.__all__)
+    public = {
+        name
+        for name, value in vars(fay_async).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+    }
+    assert public | {"__version__"} == set(fay_async.__all__)
+
+
+def test_every_exception_is_exported_and_documented() -> None:
+    names = [
+        n for n, v in vars(exceptions).items() if isinstance(v, type) and issubclass(v, Exception)
+    ]
+    for name in names:
+        if name in {"Any", "Mapping"}:
+            continue
+        cls = getattr(exceptions, name)
+        assert issubclass(cls, exceptions.FayError), name
+        assert name in fay_async.__all__, name
+        assert cls.__doc__ and "\n" not in cls.__doc__.strip(), name
+        assert name in exceptions.__doc__, f"{name} is missing from the drawn tree"
+    assert sorted(exceptions.__all__) == exceptions.__all__
+
+
+def test_version_is_the_installed_metadata() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import fay_async; print(fay_async.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == fay_async.__version__
+    assert fay_async.__version__[0].isdigit()
+    assert "unknown" not in fay_async.__version__
+
+
+def test_exception_tree_has_the_documented_bases() -> None:
+    e = exceptions
+    assert issubclass(e.InvalidRequestIdError, ValueError)
+    assert issubclass(e.APITimeoutError, e.APIConnectionError)
+    assert issubclass(e.APITimeoutError, TimeoutError)
+    assert issubclass(e.ResearchTimeoutError, TimeoutError)
+    assert issubclass(e.ResearchTimeoutError, e.ResearchError)
+    assert issubclass(e.NotTrackedError, KeyError)
+    for cls in (
+        e.RequestValidationError,
+        e.ConversationAlreadyCompletedError,
+        e.ResearchNotCompletedError,
+    ):
+        assert issubclass(cls, e.BadRequestError)
+    for cls in (
+        e.BadRequestError,
+        e.AuthenticationError,
+        e.NotFoundError,
+        e.RateLimitError,
+        e.ServerError,
+        e.UnexpectedResponseError,
+    ):
+        assert issubclass(cls, e.APIError)
+
+
+def test_exception_texts() -> None:
+    e = exceptions
+    err = e.RateLimitError("slow down", retry_after=12.5)
+    assert str(err) == "HTTP 429 RATE_LIMIT_EXCEEDED: slow down (retry after 12.5 s)"
+    assert str(e.NotTrackedError("r1 not found in active requests", request_id="r1")) == (
+        "r1 not found in active requests"
+    )
+    timeout = e.ResearchTimeoutError("late", request_id="r1", last_status="PENDING", stopped=True)
+    assert (timeout.request_id, timeout.last_status, timeout.stopped) == ("r1", "PENDING", True)
+    failed = e.ResearchFailedError("failed", request_id="r1", error_message="boom")
+    assert failed.error_message == "boom"
+    assert str(e.ServerError("down", status_code=503)) == "HTTP 503: down"
