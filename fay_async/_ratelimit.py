@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import anyio
 import attrs
@@ -25,11 +25,13 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
 HOUR: Final = 3600.0
 
 
-def _check_limit(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_limit(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"RateLimits.{attribute.name} must be a positive whole number or None, got {value!r}")
+        raise ValueError(
+            f"RateLimits.{attribute.name} must be a positive whole number or None, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -52,9 +54,16 @@ class RateLimits:
     PRO: ClassVar[RateLimits]
 
     @window.validator
-    def _check_window(self, attribute: attrs.Attribute[float], value: float) -> None:
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"RateLimits.window must be a positive number of seconds, got {value!r}")
+    def _check_window(self, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ValueError(
+                f"RateLimits.window must be a positive number of seconds, got {value!r}"
+            )
 
     def limit(self, endpoint: Endpoint) -> int | None:
         """The number of calls allowed per window for ``endpoint``."""
@@ -103,12 +112,23 @@ class RateLimiter:
         self._blocked_until: dict[str, float] = {}
 
     def available(self, endpoint: Endpoint) -> float:
-        """Calls that could be made now without waiting (``inf`` when unlimited)."""
+        """Calls that could be made now without waiting (``inf`` when unlimited, 0 when held)."""
+        now = anyio.current_time()
+        if self._blocked_until.get(endpoint, now) > now:
+            return 0.0
         window = self._windows.get(endpoint)
         if window is None:
             return math.inf
-        window.free_at(anyio.current_time())
+        window.free_at(now)
         return float(window.limit - len(window.sent))
+
+    def share_interval(self, endpoint: Endpoint, sharers: int) -> float:
+        """Seconds each of ``sharers`` callers must leave between calls to share the budget.
+
+        With a budget of ``L`` calls per window ``W``, ``N`` callers that each call at most
+        every ``N * W / L`` seconds together stay within it (0.0 when unlimited).
+        """
+        return max(1, sharers) * self.limits.interval(endpoint)
 
     def next_free(self, endpoint: Endpoint) -> float:
         """Seconds until a call to ``endpoint`` would get a slot (0.0: now)."""
@@ -154,7 +174,10 @@ class RateLimiter:
             return
         if not wait:
             raise RateLimitError(
-                f"the {endpoint} endpoint asked to wait", status_code=429, code=None, retry_after=delay
+                f"the {endpoint} endpoint asked to wait",
+                status_code=429,
+                code=None,
+                retry_after=delay,
             )
         await anyio.sleep(delay)
 
@@ -165,5 +188,7 @@ def coerce_limits(value: RateLimits | Mapping[str, int] | None) -> RateLimits | 
         return value
     unknown = set(value) - set(ENDPOINTS)
     if unknown:
-        raise ValueError(f"unknown rate-limit endpoints {sorted(unknown)}; known: {list(ENDPOINTS)}")
+        raise ValueError(
+            f"unknown rate-limit endpoints {sorted(unknown)}; known: {list(ENDPOINTS)}"
+        )
     return RateLimits(**value)  # type: ignore[arg-type]
