@@ -1,0 +1,166 @@
+"""The ``fay-async`` command.
+
+Each subcommand is one ``_add_<name>`` function that declares its parser and sets
+``run`` (a function ``argparse.Namespace -> int``); list it in ``_SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+from . import _config
+
+__all__ = ["main"]
+
+DEFAULT_EMULATOR_KEY: Final = "emulator-key"
+
+_Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free port), got {value}")
+    return value
+
+
+def _add_emulator(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "emulator",
+        help="run a local Fay API emulator",
+        description=(
+            "Serve a local emulation of the Fay research API (uvicorn). Researches go "
+            "PENDING -> PROCESSING -> COMPLETED in about a minute of emulator time; "
+            "--speed makes that minute pass faster. Ctrl-C stops it."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, default=8765, help="port to bind, 0 for any (default 8765)"
+    )
+    parser.add_argument(
+        "--tier",
+        choices=("free", "pro"),
+        default=None,
+        help="enforce the published hourly rate limits of this tier (default: none)",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        help="emulator seconds per real second (50: a research completes in ~1.3 s)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=DEFAULT_EMULATOR_KEY,
+        help=f"the API key the emulator accepts (default {DEFAULT_EMULATOR_KEY!r})",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for ids and durations")
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="uvicorn's log level (default info: one line per request)",
+    )
+    parser.set_defaults(run=_run_emulator)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from .testing import FayEmulator  # noqa: PLC0415 - only this command needs it
+    from .testing._server import (  # noqa: PLC0415
+        base_url_for,
+        bind_socket,
+        require_uvicorn,
+        uvicorn_config,
+    )
+
+    try:
+        uvicorn = require_uvicorn()
+    except ModuleNotFoundError as error:
+        print(f"fay-async: {error}", file=sys.stderr)
+        return 1
+    if not args.api_key.strip() or any(c.isspace() for c in args.api_key):
+        print("fay-async: --api-key must be a non-empty string without spaces", file=sys.stderr)
+        return 2
+    emulator = FayEmulator(
+        api_keys=[args.api_key], rate_limits=args.tier, speed=args.speed, seed=args.seed
+    )
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as error:
+        print(f"fay-async: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    base_url = base_url_for(sock)
+    if not _is_loopback(args.host):
+        print(
+            f"fay-async: warning: the emulator listens on {args.host}, not only on this machine",
+            file=sys.stderr,
+        )
+    tier = args.tier or "no"
+    print(f"Fay emulator on {base_url} (speed x{args.speed:g}, {tier} rate limits)")
+    print(f"export {_config.BASE_URL_ENV}={base_url} {_config.API_KEY_ENV}={args.api_key}")
+    print("Press Ctrl-C to stop.", flush=True)
+    server = uvicorn.Server(uvicorn_config(emulator, log_level=args.log_level))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sock.close()
+    return 0
+
+
+_SUBCOMMANDS: Final[tuple[Callable[[_Subparsers], None], ...]] = (_add_emulator,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fay-async`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fay-async", description="Tools for the Fay research API."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_config.VERSION}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``fay-async`` with ``argv`` (default: the command line); return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover - the installed script calls main()
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""A testing kit for code that uses fay_async: a faithful local Fay API.
+
+:class:`FayEmulator` is an ASGI 3 application serving the four documented endpoints with
+research lifecycles on an injectable clock, optional rate limits and injectable faults.
+Use it in-process with :meth:`FayEmulator.client`, over a loopback socket with
+:func:`serve` (or the ``fay-async emulator`` command), or through the pytest fixtures
+``fay_emulator`` and ``fay_client`` (see :mod:`fay_async.testing.pytest_plugin`).
+"""
+
+from __future__ import annotations
+
+from ._clock import Clock, ManualClock
+from ._emulator import FayEmulator
+from ._schema import example_for_schema
+from ._server import EmulatorServer, serve
+from ._values import (
+    API_VERSION,
+    ENDPOINTS,
+    RATE_LIMIT_TIERS,
+    CallRecord,
+    Endpoint,
+    Fault,
+    ResearchState,
+    Scenario,
+)
+
+__all__ = [
+    "API_VERSION",
+    "ENDPOINTS",
+    "RATE_LIMIT_TIERS",
+    "CallRecord",
+    "Clock",
+    "EmulatorServer",
+    "Endpoint",
+    "Fault",
+    "FayEmulator",
+    "ManualClock",
+    "ResearchState",
+    "Scenario",
+    "example_for_schema",
+    "serve",
+]
