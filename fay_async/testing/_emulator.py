@@ -222,12 +222,19 @@ class FayEmulator:
     """A faithful local Fay API: an ASGI 3 app with research lifecycles on its own clock.
 
     ``api_keys`` are the bearer keys it accepts (the first one is what :meth:`client`
-    uses). ``clock`` is a callable returning seconds (see the module docstring for the
-    default); the emulator's time is ``clock() * speed``. ``scenario`` is a
-    :class:`Scenario`, or a callable ``prompt -> Scenario``; by default a research waits
-    45-55 s, runs 10-15 s and completes, drawn from a generator seeded with ``seed``.
-    ``rate_limits`` is ``"free"``, ``"pro"``, a mapping ``endpoint -> calls per hour`` or
-    None (no limit); beyond budget the answer is 429 with ``Retry-After`` in real seconds.
+    uses). ``clock`` is a callable returning seconds, such as a :class:`ManualClock`; the
+    emulator's time is ``clock() * speed``. Without a clock it reads
+    ``anyio.current_time()`` in-process (virtual time in a virtual-time test) and
+    ``time.monotonic()`` once served over a socket, so ``speed=50`` completes a default
+    research in about 1.3 real seconds. Statuses are computed from timestamps when asked;
+    nothing runs in the background.
+
+    ``scenario`` is a :class:`Scenario`, or a callable ``prompt -> Scenario``; by default a
+    research waits 45-55 s, runs 10-15 s and completes, with durations and ids drawn from a
+    generator seeded with ``seed``. ``rate_limits`` is ``"free"``, ``"pro"``, a mapping
+    ``endpoint -> calls per hour`` or None (no limit): a sliding one-hour window per key and
+    endpoint on the emulator's clock; beyond budget the answer is 429
+    ``RATE_LIMIT_EXCEEDED`` with ``Retry-After`` in real seconds (emulator seconds / speed).
     """
 
     def __init__(
@@ -754,7 +761,7 @@ def _fault_answer(fault: Fault) -> _Answer:
 
 
 async def _read_body(receive: Receive) -> bytes | None:
-    """The request body; None when it is larger than ``MAX_BODY_BYTES``."""
+    """The request body; None when it is larger than ``MAX_BODY_BYTES`` (read to its end)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -763,12 +770,11 @@ async def _read_body(receive: Receive) -> bytes | None:
             break
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
+        if size <= MAX_BODY_BYTES:
+            chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks)
+    return b"".join(chunks) if size <= MAX_BODY_BYTES else None
 
 
 def _headers(answer: _Answer) -> list[tuple[bytes, bytes]]:
