@@ -5,10 +5,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
-try:
-    VERSION: Final = version("fay-async")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    VERSION = "0.0.0+unknown"
+
+def _version() -> str:
+    try:
+        return version("fay-async")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
+VERSION: Final = _version()
 
 API_KEY_ENV: Final = "FAY_API_KEY"
 BASE_URL_ENV: Final = "FAY_BASE_URL"

@@ -7,6 +7,7 @@ This is the only module that knows JSON field names. Envelope in, model or
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -67,10 +68,15 @@ def _strict(kind: type[Any]) -> Any:
     return hook
 
 
+_FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
+
+
 def _structure_datetime(value: object, _: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    # Python 3.10's fromisoformat takes only 3 or 6 digits of fraction: pad or cut to 6.
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
     return datetime.fromisoformat(text)
 
 

@@ -79,6 +79,20 @@ def test_unknown_keys_are_ignored_and_unknown_status_kept() -> None:
     assert not info.status.is_terminal
 
 
+@pytest.mark.parametrize(
+    ("text", "micro"),
+    [
+        ("2025-06-23T12:48:43.03+00:00", 30000),
+        ("2025-06-23T12:48:43.1Z", 100000),
+        ("2025-06-23T12:48:43.123456789+00:00", 123456),
+        ("2025-06-23T12:48:43.5", 500000),
+    ],
+)
+def test_timestamps_with_any_fraction(text: str, micro: int) -> None:
+    body = docs.ok({**docs.CREATED["data"], "created_at": text})
+    assert parse(body, CreatedConversation).created_at.microsecond == micro
+
+
 def test_timestamps_with_z_suffix() -> None:
     body = docs.ok({**docs.CREATED["data"], "created_at": "2025-06-23T12:48:43Z"})
     assert parse(body, CreatedConversation).created_at == datetime(
