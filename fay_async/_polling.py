@@ -216,7 +216,8 @@ class StatusPoller:
         """Register interest in ``request_id``; polling starts (or is shared) at once.
 
         ``known`` is a status already known (PENDING right after a create) and ``since`` the
-        loop time it was learnt: the first check then waits as the policy says for it.
+        loop time it was learnt: the first check then waits as the policy and the shared
+        budget say. Without one, the first check is due at once.
         """
         if self._closed is not None:
             raise RuntimeError("the ResearchManager is closed; open a new one")
@@ -224,17 +225,18 @@ class StatusPoller:
         if watch is None:
             watch = Watch(request_id)
             finished = self._finished.get(request_id)
+            now = anyio.current_time()
             if finished is not None:
                 watch.status, watch.info = finished.status, finished
+            elif known is None:
+                watch.due = now
             else:
-                now = anyio.current_time()
                 watch.status = known
-                watch.due = (
-                    now
-                    if known is None
-                    else (since if since is not None else now)
-                    + self._policy.interval(known, 0, self._rng)
+                wait = max(
+                    self._policy.interval(known, 0, self._rng),
+                    self._share(len(self._watches) + 1),
                 )
+                watch.due = (now if since is None else since) + wait
             self._watches[request_id] = watch
             if not watch.settled:
                 self._schedule(watch)
@@ -323,11 +325,13 @@ class StatusPoller:
         if self._watches.get(watch.request_id) is watch:
             del self._watches[watch.request_id]
 
-    def _next_due(self, watch: Watch, delay: float) -> None:
+    def _share(self, polled: int) -> float:
+        """The shortest interval per research that keeps ``polled`` of them within budget."""
         limiter = self._client.rate_limiter
-        if limiter is not None:
-            delay = max(delay, limiter.share_interval("status", self.polled))
-        watch.due = anyio.current_time() + delay
+        return 0.0 if limiter is None else limiter.share_interval("status", polled)
+
+    def _next_due(self, watch: Watch, delay: float) -> None:
+        watch.due = anyio.current_time() + max(delay, self._share(self.polled))
         self._schedule(watch)
 
     async def _check(self, watch: Watch) -> None:
