@@ -270,18 +270,19 @@ class ResearchManager:
         self, prompt: str, structured_output: bool, output_schema: Mapping[str, Any] | None
     ) -> str:
         await self._wait_for_create_slot()
+        running = self._check_open()  # it may have closed during the wait
         job: _Job[str] = _Job()
         self._creating += 1
-        if not self._spawn(self._run_create, job, prompt, structured_output, output_schema):
-            self._creating -= 1
-            raise RuntimeError("the ResearchManager closed before the research was created")
+        running.tg.start_soon(
+            self._run_create, running, job, prompt, structured_output, output_schema
+        )
         try:
             with anyio.CancelScope(shield=True):
                 await job.done.wait()
         except BaseException:
             # Only a cancellation from outside anyio (asyncio's task.cancel()) gets here.
             job.abandoned = True
-            if job.result is not None:
+            if job.result is not None:  # pragma: no cover - cancelled as the create ended
                 self._stop_job_for(job.result)
             raise
         if job.error is not None:
@@ -310,6 +311,7 @@ class ResearchManager:
 
     async def _run_create(
         self,
+        running: _Running,
         job: _Job[str],
         prompt: str,
         structured_output: bool,
@@ -334,15 +336,14 @@ class ResearchManager:
                 logger.warning("a create whose caller was cancelled failed: %s", error)
         finally:
             self._creating -= 1
-            if self._running is not None:
-                self._running.create_settled.set()
-                self._running.create_settled = anyio.Event()
+            running.create_settled.set()
+            running.create_settled = anyio.Event()
             job.done.set()
         request_id = job.result
         if request_id is not None and (
             job.abandoned or (self._state != "open" and self.cancel_on_exit)
         ):
-            await self._stop_here(request_id)
+            await _settled(self._stop_job_for(request_id))
 
     # --- wait -------------------------------------------------------------------------------
 
@@ -570,28 +571,17 @@ class ResearchManager:
         if job is None:
             job = _Job()
             self._stops[request_id] = job
-            if not self._spawn(self._run_stop, request_id, job):
+            if not self._spawn(self._run_stop, request_id, job):  # pragma: no cover
                 job.error = FayError("the ResearchManager is closed; nothing can be stopped")
                 del self._stops[request_id]
                 job.done.set()
         return job
 
-    async def _stop_here(self, request_id: str) -> None:
-        """Stop in the current task (itself a task of the manager), or join a stop running."""
-        job = self._stops.get(request_id)
-        if job is None:
-            job = _Job()
-            self._stops[request_id] = job
-            await self._run_stop(request_id, job)
-        else:
-            await _settled(job)
-
     def _spawn(self, func: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> bool:
-        if self._running is None:  # pragma: no cover - only before __aenter__
-            return False
         try:
+            assert self._running is not None  # noqa: S101 - only called once entered
             self._running.tg.start_soon(func, *args)
-        except RuntimeError:
+        except RuntimeError:  # pragma: no cover - the task group has already ended
             return False
         return True
 
@@ -612,8 +602,7 @@ class ResearchManager:
         except Exception as error:  # noqa: BLE001 - reported to whoever asked for the stop
             job.error = error
         finally:
-            if self._stops.get(request_id) is job:
-                del self._stops[request_id]
+            self._stops.pop(request_id, None)
             if job.result is not None:
                 job.error = None
                 self._active.pop(request_id, None)

@@ -185,6 +185,7 @@ class StatusPoller:
         *,
         on_change: StatusCallback | None = None,
         max_in_flight: int = 32,
+        finished_cache: int = _FINISHED_CACHE,
         rng: random.Random | None = None,
     ) -> None:
         self._client = client
@@ -193,6 +194,7 @@ class StatusPoller:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._watches: dict[str, Watch] = {}
         self._finished: OrderedDict[str, ConversationInfo] = OrderedDict()
+        self._finished_cache = finished_cache
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._wake = anyio.Event()
@@ -392,5 +394,5 @@ class StatusPoller:
     def _remember(self, info: ConversationInfo) -> None:
         self._finished[info.request_id] = info
         self._finished.move_to_end(info.request_id)
-        while len(self._finished) > _FINISHED_CACHE:
+        while len(self._finished) > self._finished_cache:
             self._finished.popitem(last=False)

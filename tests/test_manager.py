@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from fay_async import (
+    APIError,
     ConversationInfo,
     FayClient,
     InvalidRequestIdError,
@@ -799,3 +800,53 @@ async def test_resume_follows_an_existing_research(
     assert emulator.research(late.request_id).status is S.STOPPED
     with pytest.raises(InvalidRequestIdError):
         await manager.resume_research("../x")
+
+
+# --- corner cases ---------------------------------------------------------------------------
+
+
+async def test_a_start_still_waiting_for_a_slot_when_the_manager_closes() -> None:
+    emulator = FayEmulator(rate_limits={"create": 1})
+    errors: list[BaseException] = []
+    async with (
+        emulator.client(rate_limits=RateLimits(create=1)) as fay,
+        anyio.create_task_group() as tg,
+        ResearchManager(fay) as manager,
+    ):
+        await manager.start_research("first")
+
+        async def second() -> None:
+            try:
+                await manager.start_research("second")
+            except RuntimeError as error:
+                errors.append(error)
+
+        tg.start_soon(second)
+        await anyio.sleep(10)
+    assert len(errors) == 1
+    assert "not open" in str(errors[0])
+    assert emulator.created_prompts() == ["first"]
+
+
+async def test_resume_of_a_research_already_seen_to_finish(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    request_id = await manager.start_research("q")
+    await manager.wait_for_completion(request_id)
+    calls = emulator.counts()["status"]
+    result = await manager.resume_research(request_id)
+    assert result.info.status is S.COMPLETED
+    assert emulator.counts()["status"] == calls  # known to be finished: no status call
+    assert not manager.active_requests
+
+
+async def test_a_refused_stop_of_a_running_research_raises(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    request_id = await manager.start_research("q")
+    emulator.inject_fault("stop", Fault.error(409, "CONFLICT", "try again"))
+    with pytest.raises(APIError, match="try again") as info:
+        await manager.cancel_research(request_id)
+    assert info.value.status_code == 409
+    assert request_id in manager.active_requests
+    assert running(emulator) == [request_id]

@@ -236,3 +236,19 @@ async def test_native_cancel_of_wait_for(emulator: FayEmulator, manager: Researc
         await asyncio.wait_for(manager.research("q"), timeout=30.0)
     assert [r.status for r in emulator.researches] == [S.STOPPED]
     assert not manager.active_requests
+
+
+@pytest.mark.usefixtures("asyncio_only")
+async def test_native_cancel_during_a_create_that_then_fails(
+    emulator: FayEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.inject_fault("create", Fault.latency(60.0))
+    async with emulator.client(timeout=5.0) as fay, ResearchManager(fay) as manager:
+        task = asyncio.create_task(manager.start_research("q"))
+        await anyio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await anyio.sleep(10.0)
+        assert not manager.active_requests
+    assert "a create whose caller was cancelled failed" in caplog.text

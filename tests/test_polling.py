@@ -17,6 +17,7 @@ from fay_async import (
     AuthenticationError,
     ConversationInfo,
     FayClient,
+    FayError,
     NotFoundError,
     RateLimitError,
     RateLimits,
@@ -402,3 +403,42 @@ async def test_a_rate_limit_error_from_the_client_budget_is_waited_out() -> None
     assert info.status is ResearchStatus.COMPLETED
     times = [c.at for c in fake.calls if c.endpoint == "status"]
     assert times[1] - times[0] >= 30.0
+
+
+@pytest.mark.anyio
+async def test_closing_leaves_finished_waits_alone_and_the_cache_is_bounded() -> None:
+    fake = FakeFay(pending=0.0, processing=0.0)
+    with fake.mocked():
+        async with client() as fay:
+            poller = StatusPoller(fay, PollPolicy(), finished_cache=2)
+            async with anyio.create_task_group() as tg:
+                await tg.start(poller.run)
+                ids = [(await fay.create_conversation(f"q{n}")).request_id for n in range(3)]
+                for rid in ids:
+                    watch = poller.subscribe(rid)
+                    await watch.wait_settled()
+                    poller.unsubscribe(watch)
+                assert fake.count("status") == 3
+                cached = poller.subscribe(ids[2])  # still cached: settled at once
+                assert cached.settled
+                evicted = poller.subscribe(ids[0])  # pushed out of the cache of 2
+                await evicted.wait_settled()
+                assert fake.count("status") == 4
+                poller.close()
+                assert cached.error is None
+                assert (await cached.wait_settled()).status is ResearchStatus.COMPLETED
+                tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_stop_failing_with_a_foreign_error_is_reported_as_a_fay_error() -> None:
+    fake = FakeFay()
+    with fake.mocked():
+        async with client() as fay, ResearchManager(fay) as manager:
+            request_id = await manager.start_research("q")
+            fake.faults["stop"].append(LookupError("a bug below"))
+            results = await manager.cancel_all_research()
+    error = results[request_id]
+    assert isinstance(error, FayError)
+    assert isinstance(error.__cause__, LookupError)
+    assert "a bug below" in str(error)
