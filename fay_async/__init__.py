@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import _config
 from ._client import FayClient, validate_request_id
+from ._manager import ActiveResearch, ResearchManager
 from ._models import (
     ConversationInfo,
     ConversationOutput,
@@ -16,6 +17,7 @@ from ._models import (
     ResearchStatus,
     StopResult,
 )
+from ._polling import PollPolicy
 from ._ratelimit import RateLimits
 from .exceptions import (
     APIConnectionError,
@@ -46,6 +48,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
+    "ActiveResearch",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
@@ -58,11 +61,13 @@ __all__ = [
     "InvalidRequestIdError",
     "NotFoundError",
     "NotTrackedError",
+    "PollPolicy",
     "RateLimitError",
     "RateLimits",
     "RequestValidationError",
     "ResearchError",
     "ResearchFailedError",
+    "ResearchManager",
     "ResearchNotCompletedError",
     "ResearchResult",
     "ResearchStatus",
