@@ -18,7 +18,7 @@ import inspect
 import logging
 import math
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, Final, Generic, TypeVar
 
@@ -390,7 +390,7 @@ class ResearchManager:
             return poller.subscribe(request_id)
         return poller.subscribe(request_id, known=entry.status, since=entry.started_at)
 
-    async def watch(self, request_id: str) -> AsyncIterator[ConversationInfo]:
+    async def watch(self, request_id: str) -> AsyncGenerator[ConversationInfo, None]:
         """Yield the research's status info each time it changes, until it is terminal.
 
         Raises what made polling fail for good (for example an unknown id). Close the

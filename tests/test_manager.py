@@ -435,8 +435,9 @@ async def test_cancel_all_with_a_thousand_researches() -> None:
         assert emulator.research(request_id).status is S.COMPLETED
     assert len(still_running) >= 30
     for request_id in completed:
-        assert ids[request_id].prompt is not None
-        assert int(ids[request_id].prompt.split()[-1]) % 10 == 0
+        prompt = ids[request_id].prompt
+        assert prompt is not None
+        assert int(prompt.rsplit(maxsplit=1)[-1]) % 10 == 0
 
 
 async def test_cancel_all_with_nothing_tracked(

@@ -57,7 +57,9 @@ async def test_a_tier_of_concurrent_researches_gets_no_429(
     }
     for endpoint, times in by_endpoint.items():
         assert endpoint is not None
-        assert most_in_an_hour(times) <= limits.limit(endpoint)
+        limit = limits.limit(endpoint)
+        assert limit is not None
+        assert most_in_an_hour(times) <= limit
     # The status budget is spread over the researches: about one check each is enough.
     assert len(by_endpoint["status"]) <= 2 * count
     assert anyio.current_time() < 2 * HOUR  # the creates beyond the first hour's slots wait
