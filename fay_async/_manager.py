@@ -421,6 +421,8 @@ class ResearchManager:
     ) -> None:
         request_id = info.request_id
         entry = self._active.get(request_id)
+        if info.status.is_terminal:
+            self._unstoppable.discard(request_id)
         if entry is not None:
             if info.status.is_terminal:
                 del self._active[request_id]
@@ -452,9 +454,9 @@ class ResearchManager:
         (``stopped=True``). If the caller is cancelled, the research is stopped and the
         cancellation goes on. FAILED / STOPPED raise as in :meth:`wait_for_completion`.
         The timeout counts from the create (not the wait for a create slot) to the end of
-        the research; fetching the output comes after it. ``on_created(request_id)`` is
-        called once the research exists (to record its id); if it raises, the research
-        is stopped and the error propagates.
+        the research; fetching the output comes after it. ``on_created(request_id)`` (a
+        function or coroutine function) is called once the research exists, to record its
+        id; if it raises, the research is stopped and the error propagates.
         """
         limit = _check_timeout(timeout)
         self._check_open()
@@ -489,7 +491,9 @@ class ResearchManager:
         ended = False  # the research is known to have ended, or its stop was attempted
         try:
             if on_created is not None:
-                on_created(request_id)
+                created = on_created(request_id)
+                if inspect.isawaitable(created):
+                    await created
             try:
                 info = await self._wait(request_id, anyio.current_time() + limit, limit)
             except ResearchTimeoutError as timed_out:

@@ -770,6 +770,13 @@ async def test_on_created_sees_the_id_before_the_wait(
 
     result = await manager.research("q", on_created=created)
     assert seen == [(result.request_id, True)]
+
+    async def created_async(request_id: str) -> None:
+        await anyio.sleep(1)
+        seen.append((request_id, request_id in manager.active_requests))
+
+    second = await manager.research("q", on_created=created_async)
+    assert seen[1] == (second.request_id, True)
     with pytest.raises(TypeError, match="on_created must be callable"):
         await manager.research("q", on_created="journal")  # type: ignore[arg-type]
 
