@@ -13,10 +13,11 @@ the rate limits force it:
   PROCESSING, and then followed closely.
 * An unknown status is polled like PENDING (it is not terminal: keep looking, slowly).
 
-For a research queued ~50 s and processed ~12 s this makes ~8 status checks instead of
-~31 for a fixed 2-s loop (~26 %), at ~0.4 s more mean detection lag (simulated over
-random phases; ``tests/test_polling.py`` measures it on the emulator). The documented loop
-would spend 1,800 checks an hour per research: 18 times the Free tier's whole budget.
+For researches queued 45-55 s and processed 10-15 s (the emulator's defaults) this makes
+~8.6 status checks each instead of ~31.7 for a fixed 2-s loop (27 %), with a mean
+detection lag of 1.1-1.5 s instead of 0.85 s (``tests/test_polling.py`` measures it). The
+documented loop would spend 1,800 checks an hour per research: 18 times the Free tier's
+whole budget.
 
 :class:`StatusPoller` polls every watched research from one scheduler task, earliest due
 first, never faster than the client's status budget allows: with ``N`` researches watched
