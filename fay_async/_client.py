@@ -278,10 +278,12 @@ class FayClient:
 
         Returns the :class:`StopResult` when it stopped the research, else the current
         :class:`ConversationInfo`. A research that finishes between the check and the stop
-        is reported with its real final status rather than raised.
+        is reported with its real final status rather than raised. A status this library
+        does not know is not terminal, so such a research is stopped too: a paid research
+        is never left running out of doubt.
         """
         info = await self.get_status(request_id)
-        if not info.status.is_running:
+        if info.status.is_terminal:
             return info
         try:
             return await self.stop_conversation(request_id)

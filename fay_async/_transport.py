@@ -147,6 +147,9 @@ class Transport:
         """
         if self.closed:
             raise exc.ConfigurationError("this FayClient is closed; create a new one")
+        # The wait for a slot in the client-side budget comes before the deadline starts:
+        # the deadline bounds the work on the wire, not the queue for the right to send.
+        await self._take_slot(endpoint)
         if self._deadline is None:
             return await self._attempts(method, path, endpoint, json, may_resend, math.inf)
         deadline = anyio.current_time() + self._deadline
@@ -175,10 +178,8 @@ class Transport:
         url = self._base + path
         retries = 0
         while True:
-            if self.limiter is not None:
-                await self.limiter.acquire(
-                    endpoint, wait=endpoint != "create" or self.limiter.limits.wait_for_create
-                )
+            if retries:
+                await self._take_slot(endpoint)
             started = anyio.current_time()
             attempt = retries + 1
             try:
@@ -241,6 +242,12 @@ class Transport:
                     raise error_out
             retries += 1
             await anyio.sleep(delay)
+
+    async def _take_slot(self, endpoint: Endpoint) -> None:
+        if self.limiter is not None:
+            await self.limiter.acquire(
+                endpoint, wait=endpoint != "create" or self.limiter.limits.wait_for_create
+            )
 
     @staticmethod
     def _connection_error(method: str, path: str, error: Exception) -> exc.FayError:

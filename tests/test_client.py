@@ -439,3 +439,17 @@ def test_rate_limits_are_kept_on_the_client() -> None:
     assert FayClient(KEY).rate_limiter is None
     coerced = FayClient(KEY, rate_limits={"status": 5}).rate_limits
     assert coerced == RateLimits(status=5)
+
+
+@pytest.mark.anyio
+async def test_stop_if_running_stops_a_research_in_an_unknown_status(
+    mock: respx.MockRouter,
+) -> None:
+    mock.get(STATUS_PATH).mock(
+        return_value=ok(docs.ok({**docs.STATUS_PENDING["data"], "status": "PAUSED"}))
+    )
+    stop = mock.post(STOP_PATH).mock(return_value=ok(docs.STOPPED))
+    async with FayClient(KEY) as fay:
+        result = await fay.stop_if_running(docs.REQUEST_ID)
+    assert isinstance(result, StopResult)
+    assert stop.call_count == 1

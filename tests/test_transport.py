@@ -460,3 +460,15 @@ async def test_create_beyond_budget_can_raise_instead_of_waiting(mock: respx.Moc
             await fay.create_conversation("second")
     assert route.call_count == 1
     assert info.value.retry_after == pytest.approx(3600, abs=1)
+
+
+async def test_waiting_for_the_budget_does_not_count_against_the_deadline(
+    mock: respx.MockRouter,
+) -> None:
+    route = mock.get(STATUS_PATH).mock(return_value=response(docs.STATUS_PENDING))
+    async with client(rate_limits={"status": 1}, deadline=30) as fay:
+        await fay.get_status(docs.REQUEST_ID)
+        started = anyio.current_time()
+        await fay.get_status(docs.REQUEST_ID)  # waits an hour for its slot, then succeeds
+    assert anyio.current_time() - started == pytest.approx(3600, abs=2)
+    assert route.call_count == 2
