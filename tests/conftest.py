@@ -21,6 +21,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "real_time: run on the real clock (for tests that use real sockets)"
     )
+    config.addinivalue_line(
+        "markers", "asyncio_only: a test of asyncio's own cancellation (task.cancel())"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of asyncio-only behaviour are not collected for trio at all (not skipped)."""
+    keep, drop = [], []
+    for item in items:
+        trio_variant = "[trio" in item.name
+        (drop if trio_variant and item.get_closest_marker("asyncio_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(params=["asyncio", "trio"])

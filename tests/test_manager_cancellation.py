@@ -189,13 +189,7 @@ async def test_start_research_cancelled_during_the_create_returns_a_tracked_id(
 # --- cancellation from outside anyio (asyncio's task.cancel()) ------------------------------
 
 
-@pytest.fixture
-def asyncio_only(anyio_backend_name: str) -> None:
-    if anyio_backend_name != "asyncio":
-        pytest.skip("task.cancel() is asyncio's")
-
-
-@pytest.mark.usefixtures("asyncio_only")
+@pytest.mark.asyncio_only
 async def test_native_cancel_during_the_create(
     emulator: FayEmulator, manager: ResearchManager
 ) -> None:
@@ -211,7 +205,7 @@ async def test_native_cancel_during_the_create(
     assert not manager.active_requests
 
 
-@pytest.mark.usefixtures("asyncio_only")
+@pytest.mark.asyncio_only
 async def test_native_cancel_twice_during_the_stop(
     emulator: FayEmulator, manager: ResearchManager
 ) -> None:
@@ -230,7 +224,7 @@ async def test_native_cancel_twice_during_the_stop(
     assert not manager.active_requests
 
 
-@pytest.mark.usefixtures("asyncio_only")
+@pytest.mark.asyncio_only
 async def test_native_cancel_of_wait_for(emulator: FayEmulator, manager: ResearchManager) -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(manager.research("q"), timeout=30.0)
@@ -238,7 +232,7 @@ async def test_native_cancel_of_wait_for(emulator: FayEmulator, manager: Researc
     assert not manager.active_requests
 
 
-@pytest.mark.usefixtures("asyncio_only")
+@pytest.mark.asyncio_only
 async def test_native_cancel_during_a_create_that_then_fails(
     emulator: FayEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
