@@ -181,6 +181,7 @@ class JournalEntry:
     fingerprint: str
     request_id: str | None
     result: dict[str, Any] | None
+    interrupted: bool = False
 
     @property
     def finished(self) -> bool:
@@ -209,7 +210,8 @@ class Journal:
                     position INTEGER NOT NULL,
                     fingerprint TEXT NOT NULL,
                     request_id TEXT,
-                    result TEXT
+                    result TEXT,
+                    interrupted INTEGER NOT NULL DEFAULT 0
                 );
                 """
             )
@@ -240,7 +242,7 @@ class Journal:
     def entries(self) -> dict[str, JournalEntry]:
         """Every item the journal knows, by key."""
         rows = self._db.execute(
-            "SELECT key, fingerprint, request_id, result FROM items ORDER BY position"
+            "SELECT key, fingerprint, request_id, result, interrupted FROM items ORDER BY position"
         )
         return {
             key: JournalEntry(
@@ -248,8 +250,9 @@ class Journal:
                 fingerprint=fingerprint,
                 request_id=request_id,
                 result=json.loads(result) if result is not None else None,
+                interrupted=bool(interrupted),
             )
-            for key, fingerprint, request_id, result in rows
+            for key, fingerprint, request_id, result, interrupted in rows
         }
 
     def register(self, items: Iterable[BatchItem], *, input_path: str | os.PathLike[str]) -> None:
@@ -274,6 +277,16 @@ class Journal:
     def created(self, key: str, request_id: str) -> None:
         """Record the request id of an item's research, as soon as it exists."""
         self._db.execute("UPDATE items SET request_id = ? WHERE key = ?", (request_id, key))
+
+    def interrupted(self, key: str) -> None:
+        """Record that the batch was interrupted while this item's research ran."""
+        self._db.execute("UPDATE items SET interrupted = 1 WHERE key = ?", (key,))
+
+    def restart(self, key: str) -> None:
+        """Forget an item's research (it was stopped by an interrupt): it starts afresh."""
+        self._db.execute(
+            "UPDATE items SET request_id = NULL, interrupted = 0 WHERE key = ?", (key,)
+        )
 
     def finished(self, key: str, result: Mapping[str, Any]) -> None:
         """Record an item's final result."""

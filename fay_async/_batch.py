@@ -1,0 +1,404 @@
+"""Many researches at once: ``research_many`` and the resumable batch runner."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._client import _checked_create_body
+from ._journal import BatchItem, Journal
+from ._models import ResearchStatus
+from .exceptions import (
+    APIError,
+    FayError,
+    ResearchFailedError,
+    ResearchStoppedError,
+    ResearchTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._manager import ResearchManager
+
+__all__ = [
+    "BatchProgress",
+    "BatchResult",
+    "BatchSummary",
+    "ResearchMany",
+    "research_many",
+    "run_batch",
+]
+
+#: Outcome names of a batch result, beyond the research statuses.
+TIMED_OUT: Final = "TIMED_OUT"
+ERROR: Final = "ERROR"
+
+
+@attrs.frozen(kw_only=True)
+class BatchResult:
+    """The outcome of one prompt of a batch: its output, or the error that ended it."""
+
+    item: BatchItem
+    request_id: str | None
+    status: str
+    output: str | dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the research completed and its output is here."""
+        return self.status == ResearchStatus.COMPLETED.value
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the start of this prompt's research to its result."""
+        return self.finished_at - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as one JSON object (one line of a batch's output file)."""
+        record: dict[str, Any] = {"id": self.item.key}
+        if self.item.line is not None:
+            record["line"] = self.item.line
+        record["request_id"] = self.request_id
+        record["status"] = self.status
+        if self.ok:
+            record["output"] = self.output
+        else:
+            record["error"] = {"code": self.error_code, "message": self.error_message}
+        record["elapsed_s"] = round(self.elapsed, 3)
+        return record
+
+
+def _error_result(
+    item: BatchItem, request_id: str | None, error: FayError, started: float
+) -> BatchResult:
+    status = ERROR
+    code: str | None = type(error).__name__
+    message = str(error)
+    if isinstance(error, ResearchTimeoutError):
+        status = TIMED_OUT
+    elif isinstance(error, ResearchFailedError):
+        status = ResearchStatus.FAILED.value
+        message = error.error_message or message
+    elif isinstance(error, ResearchStoppedError):
+        status = ResearchStatus.STOPPED.value
+    elif isinstance(error, APIError):
+        code = error.code or code
+        message = error.message
+    return BatchResult(
+        item=item,
+        request_id=request_id or getattr(error, "request_id", None),
+        status=status,
+        error_code=code,
+        error_message=message,
+        started_at=started,
+        finished_at=anyio.current_time(),
+    )
+
+
+class ResearchMany:
+    """Runs prompts through a manager, ``concurrency`` at a time; see :func:`research_many`."""
+
+    def __init__(
+        self,
+        manager: ResearchManager,
+        prompts: Iterable[BatchItem | str],
+        *,
+        concurrency: int,
+        timeout: float | None,
+        resume: Mapping[str, str] | None = None,
+        on_created: Callable[[BatchItem, str], object] | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not timeout > 0
+            or math.isnan(timeout)
+        ):
+            raise ValueError(
+                f"timeout must be a positive number of seconds or None, got {timeout!r}"
+            )
+        self._manager = manager
+        self._items = [BatchItem.of(value, index) for index, value in enumerate(prompts)]
+        keys = [item.key for item in self._items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("every batch item needs its own key")
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._resume = dict(resume or {})
+        self._on_created = on_created
+        self._task_group: TaskGroup | None = None
+        self._send: MemoryObjectSendStream[BatchResult] | None = None
+        self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
+
+    async def __aenter__(self) -> Self:
+        send, receive = anyio.create_memory_object_stream[BatchResult](len(self._items) or 1)
+        self._send, self._receive = send, receive
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._feed, send)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        if self._task_group is None or self._receive is None:
+            raise RuntimeError("research_many() was not entered")
+        # Leaving early (break, error, cancellation) abandons the rest: in-flight researches
+        # are cancelled, and the manager stops each of them on the service.
+        self._task_group.cancel_scope.cancel()
+        try:
+            return await self._task_group.__aexit__(exc_type, exc_value, traceback)
+        finally:
+            self._receive.close()
+
+    def __aiter__(self) -> AsyncIterator[BatchResult]:
+        if self._receive is None:
+            raise RuntimeError(
+                "use research_many() as 'async with research_many(...) as results:' "
+                "and iterate over results inside the block"
+            )
+        return self._receive.__aiter__()
+
+    async def _feed(self, send: MemoryObjectSendStream[BatchResult]) -> None:
+        limiter = anyio.Semaphore(self._concurrency)
+        async with send, anyio.create_task_group() as group:
+            for item in self._items:
+                await limiter.acquire()
+                group.start_soon(self._one, item, limiter, send.clone())
+
+    async def _one(
+        self,
+        item: BatchItem,
+        limiter: anyio.Semaphore,
+        send: MemoryObjectSendStream[BatchResult],
+    ) -> None:
+        async with send:
+            try:
+                result = await self._run(item)
+            finally:
+                limiter.release()
+            await send.send(result)
+
+    async def _run(self, item: BatchItem) -> BatchResult:
+        started = anyio.current_time()
+        request_id = self._resume.get(item.key)
+        if request_id is None:
+            try:
+                _checked_create_body(item.prompt, item.structured_output, item.output_schema)
+            except (TypeError, ValueError) as error:
+                return BatchResult(
+                    item=item,
+                    request_id=None,
+                    status=ERROR,
+                    error_code="INVALID_INPUT",
+                    error_message=str(error),
+                    started_at=started,
+                    finished_at=started,
+                )
+        try:
+            if request_id is None:
+
+                def created(new_id: str) -> None:
+                    nonlocal request_id
+                    request_id = new_id
+                    if self._on_created is not None:
+                        self._on_created(item, new_id)
+
+                result = await self._manager.research(
+                    item.prompt,
+                    timeout=self._timeout,
+                    structured_output=item.structured_output,
+                    output_schema=item.output_schema,
+                    on_created=created,
+                )
+            else:
+                result = await self._manager.resume_research(
+                    request_id, prompt=item.prompt, timeout=self._timeout
+                )
+        except FayError as error:
+            return _error_result(item, request_id, error, started)
+        return BatchResult(
+            item=item,
+            request_id=result.request_id,
+            status=ResearchStatus.COMPLETED.value,
+            output=result.text,
+            started_at=started,
+            finished_at=anyio.current_time(),
+        )
+
+
+def research_many(
+    manager: ResearchManager,
+    prompts: Iterable[BatchItem | str],
+    *,
+    concurrency: int = 8,
+    timeout: float | None = 300.0,
+    resume: Mapping[str, str] | None = None,
+    on_created: Callable[[BatchItem, str], object] | None = None,
+) -> ResearchMany:
+    """Research many prompts concurrently; yield one :class:`BatchResult` as each finishes.
+
+    Use it as ``async with research_many(manager, prompts) as results:`` and iterate
+    ``async for result in results``. At most ``concurrency`` researches are in flight.
+    Every prompt yields exactly one result: the completed output, or the error that
+    ended it (failed, timed out and stopped, stopped, API error). Leaving the block
+    early, or being cancelled, stops every research still in flight.
+
+    ``resume`` maps item keys to request ids created earlier: those are waited for
+    again, never created twice. ``on_created(item, request_id)`` is called as soon as
+    a research exists, before it is waited for (the batch journal records it there).
+    """
+    return ResearchMany(
+        manager,
+        prompts,
+        concurrency=concurrency,
+        timeout=timeout,
+        resume=resume,
+        on_created=on_created,
+    )
+
+
+class BatchProgress:
+    """Hooks a batch runner calls as it goes (the command line draws them)."""
+
+    def started(self, total: int, already_done: int) -> None:
+        """The batch starts: ``total`` items, ``already_done`` of them from an earlier run."""
+
+    def created(self, item: BatchItem, request_id: str) -> None:
+        """A research was created for ``item``."""
+
+    def finished(self, result: BatchResult) -> None:
+        """``result`` was recorded."""
+
+
+@attrs.define
+class BatchSummary:
+    """What a batch run ended with, counted over every item of the input."""
+
+    total: int
+    statuses: dict[str, int] = attrs.field(factory=dict)
+    resumed: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+
+    @property
+    def completed(self) -> int:
+        """Items whose research completed."""
+        return self.statuses.get(ResearchStatus.COMPLETED.value, 0)
+
+    @property
+    def all_completed(self) -> bool:
+        """True when every item of the input has a completed result."""
+        return self.completed == self.total
+
+
+def _rewrite(out_path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Write the recorded results to ``out_path`` atomically (a rerun starts from them)."""
+    temporary = out_path.with_name(out_path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(out_path)
+
+
+async def run_batch(
+    manager: ResearchManager,
+    items: Sequence[BatchItem],
+    *,
+    journal: Journal,
+    out_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    concurrency: int = 8,
+    timeout: float | None = 300.0,  # noqa: ASYNC109 - per research, not for this call
+    progress: BatchProgress | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> BatchSummary:
+    """Run a resumable batch: one JSON line per item in ``out_path``, nothing paid twice.
+
+    Items the journal has a result for are skipped; items with a request id are waited
+    for again (a research stopped by an earlier interrupt is started afresh); the rest
+    start. Each request id is journalled as soon as it exists and each result before it
+    is written out, so a crash at any point loses nothing. If the run is cancelled (Ctrl-C),
+    the researches in flight are stopped, marked interrupted in the journal, and the
+    cancellation goes on.
+    """
+    progress = progress or BatchProgress()
+    out_file = Path(out_path)
+    journal.register(items, input_path=input_path)
+    entries = journal.entries()
+    summary = BatchSummary(total=len(items))
+    for entry in entries.values():
+        if entry.result is not None and entry.key in {item.key for item in items}:
+            status = str(entry.result.get("status"))
+            summary.statuses[status] = summary.statuses.get(status, 0) + 1
+            summary.skipped += 1
+    for entry in entries.values():
+        if entry.result is None and entry.request_id is not None and entry.interrupted:
+            info = await manager.client.get_status(entry.request_id)
+            if info.status is ResearchStatus.STOPPED:
+                journal.restart(entry.key)
+    entries = journal.entries()
+    _rewrite(out_file, journal.results())
+    todo = [item for item in items if entries[item.key].result is None]
+    resume = {
+        item.key: request_id
+        for item in todo
+        if (request_id := entries[item.key].request_id) is not None
+    }
+    summary.resumed = len(resume)
+    progress.started(len(items), summary.skipped)
+    in_flight: set[str] = set(resume)
+
+    def created(item: BatchItem, request_id: str) -> None:
+        journal.created(item.key, request_id)
+        in_flight.add(item.key)
+        progress.created(item, request_id)
+
+    try:
+        # One short line per result, flushed at once: blocking writes are the simple, safe
+        # choice here, and the journal before them is synchronous by design.
+        with out_file.open("a", encoding="utf-8") as out:  # noqa: ASYNC230
+            async with research_many(
+                manager,
+                todo,
+                concurrency=concurrency,
+                timeout=timeout,
+                resume=resume,
+                on_created=created,
+            ) as results:
+                async for result in results:
+                    record = {**result.to_json(), **(extra or {})}
+                    journal.finished(result.item.key, record)
+                    in_flight.discard(result.item.key)
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.flush()
+                    summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+                    progress.finished(result)
+    except BaseException:
+        summary.interrupted = True
+        for key in in_flight:
+            journal.interrupted(key)
+        raise
+    return summary

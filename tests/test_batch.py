@@ -1,0 +1,286 @@
+"""research_many and the resumable batch runner, against the in-process emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fay_async import FayClient, ResearchStatus
+from fay_async._batch import BatchProgress, BatchResult, research_many, run_batch
+from fay_async._journal import BatchItem, Journal
+from fay_async._manager import ResearchManager
+from fay_async.testing import Fault, FayEmulator, Scenario
+
+pytestmark = pytest.mark.anyio
+
+
+def scenario(prompt: str) -> Scenario:
+    """Durations and outcomes read from the prompt: 'slow', 'fail', else 10 s + 10 s."""
+    if "slow" in prompt:
+        return Scenario(pending_s=500.0, processing_s=500.0)
+    if "fail" in prompt:
+        return Scenario(pending_s=5.0, processing_s=5.0, outcome="FAILED", error_message="boom")
+    return Scenario(pending_s=10.0, processing_s=10.0)
+
+
+@pytest.fixture
+def emulator() -> FayEmulator:
+    return FayEmulator(scenario=scenario, seed=3)
+
+
+@pytest.fixture
+async def manager(emulator: FayEmulator) -> AsyncIterator[ResearchManager]:
+    async with emulator.client() as client, ResearchManager(client) as manager:
+        yield manager
+
+
+def running(emulator: FayEmulator) -> list[str]:
+    return [r.request_id for r in emulator.researches if r.status.is_running]
+
+
+async def test_one_result_per_prompt_with_outputs_and_errors(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    prompts = ["alpha", "please fail", "too slow", "beta", ""]
+    async with research_many(manager, prompts, concurrency=2, timeout=100) as results:
+        got = {r.item.prompt: r async for r in results}
+    assert set(got) == set(prompts)
+    assert got["alpha"].ok
+    assert isinstance(got["alpha"].output, str)
+    assert "alpha" in got["alpha"].output
+    assert got["please fail"].status == "FAILED"
+    assert got["please fail"].error_message == "boom"
+    assert got["too slow"].status == "TIMED_OUT"
+    assert emulator.research(got["too slow"].request_id or "").status is ResearchStatus.STOPPED
+    assert got[""].status == "ERROR"
+    assert got[""].request_id is None
+    assert "prompt is empty" in (got[""].error_message or "")
+    assert emulator.created_prompts().count("alpha") == 1
+    assert not running(emulator)
+    assert not manager.active_requests
+
+
+async def test_concurrency_is_bounded(emulator: FayEmulator, manager: ResearchManager) -> None:
+    in_flight = 0
+    most = 0
+
+    def created(item: BatchItem, request_id: str) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+
+    prompts = [f"question {i}" for i in range(12)]
+    async with research_many(manager, prompts, concurrency=3, on_created=created) as results:
+        async for _ in results:
+            in_flight -= 1
+    assert most == 3
+    assert len(emulator.created_prompts()) == 12
+
+
+async def test_leaving_early_stops_the_researches_in_flight(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    prompts = ["quick", "slow 1", "slow 2", "slow 3"]
+    async with research_many(manager, prompts, concurrency=4, timeout=None) as results:
+        first = await results.__aiter__().__anext__()
+    assert first.item.prompt == "quick"
+    assert len(emulator.researches) == 4
+    assert not running(emulator)
+    assert {r.status for r in emulator.researches} == {
+        ResearchStatus.COMPLETED,
+        ResearchStatus.STOPPED,
+    }
+    assert not manager.active_requests
+
+
+async def test_cancellation_stops_the_researches_in_flight(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    with anyio.move_on_after(50):
+        async with research_many(manager, ["slow a", "slow b"], timeout=None) as results:
+            async for _ in results:
+                pass  # pragma: no cover - nothing finishes within 50 s
+    assert len(emulator.researches) == 2
+    assert not running(emulator)
+
+
+async def test_resume_waits_again_without_creating(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    client: FayClient = manager.client
+    earlier = await client.create_conversation("resumed prompt")
+    items = [BatchItem(key="a", prompt="resumed prompt"), BatchItem(key="b", prompt="fresh")]
+    async with research_many(manager, items, resume={"a": earlier.request_id}) as results:
+        got = {r.item.key: r async for r in results}
+    assert got["a"].ok
+    assert got["a"].request_id == earlier.request_id
+    assert got["b"].ok
+    assert emulator.created_prompts() == ["resumed prompt", "fresh"]
+
+
+async def test_api_errors_are_captured_with_their_code(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    emulator.inject_fault("create", Fault.error(400, "VALIDATION_ERROR", "Invalid prompt format"))
+    async with research_many(manager, ["x"]) as results:
+        [result] = [r async for r in results]
+    assert result.status == "ERROR"
+    assert result.error_code == "VALIDATION_ERROR"
+    assert result.error_message == "Invalid prompt format"
+    assert result.to_json()["error"] == {
+        "code": "VALIDATION_ERROR",
+        "message": "Invalid prompt format",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"concurrency": 0}, "concurrency must be"),
+        ({"concurrency": 2.5}, "concurrency must be"),
+        ({"timeout": 0}, "timeout must be"),
+        ({"timeout": float("nan")}, "timeout must be"),
+    ],
+)
+async def test_bad_options(
+    manager: ResearchManager, kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        research_many(manager, ["x"], **kwargs)  # type: ignore[arg-type]
+
+
+async def test_items_need_distinct_keys(manager: ResearchManager) -> None:
+    items = [BatchItem(key="k", prompt="a"), BatchItem(key="k", prompt="b")]
+    with pytest.raises(ValueError, match="its own key"):
+        research_many(manager, items)
+
+
+async def test_iterating_outside_the_block_says_how_to_use_it(manager: ResearchManager) -> None:
+    with pytest.raises(RuntimeError, match="async with research_many"):
+        research_many(manager, ["x"]).__aiter__()
+
+
+# --- run_batch -------------------------------------------------------------------------------
+
+
+class Recorder(BatchProgress):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def started(self, total: int, already_done: int) -> None:
+        self.events.append(("started", (total, already_done)))
+
+    def created(self, item: BatchItem, request_id: str) -> None:
+        self.events.append(("created", (item.key, request_id)))
+
+    def finished(self, result: BatchResult) -> None:
+        self.events.append(("finished", result.item.key))
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_run_batch_writes_one_line_per_item_and_resumes(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key=f"line-{i}", prompt=f"q{i}", line=i) for i in range(1, 4)]
+    out = tmp_path / "results.jsonl"
+    recorder = Recorder()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        summary = await run_batch(
+            manager,
+            items,
+            journal=journal,
+            out_path=out,
+            input_path="in.txt",
+            concurrency=2,
+            progress=recorder,
+            extra={"emulated": True},
+        )
+    assert summary.all_completed
+    assert summary.total == 3
+    records = lines(out)
+    assert sorted(r["id"] for r in records) == ["line-1", "line-2", "line-3"]
+    assert all(r["status"] == "COMPLETED" and r["emulated"] is True for r in records)
+    assert {r["line"] for r in records} == {1, 2, 3}
+    assert recorder.events[0] == ("started", (3, 0))
+    assert [e for e in recorder.events if e[0] == "created"].__len__() == 3
+
+    with Journal(tmp_path / "j.sqlite") as journal:
+        again = await run_batch(manager, items, journal=journal, out_path=out, input_path="in.txt")
+    assert again.skipped == 3
+    assert again.all_completed
+    assert len(lines(out)) == 3
+    assert len(emulator.created_prompts()) == 3
+
+
+async def test_run_batch_resumes_created_items_and_rebuilds_the_output(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="a", prompt="first"), BatchItem(key="b", prompt="second")]
+    earlier = await manager.client.create_conversation("first")
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"partial": true}\n{"trunc')  # a crash mid-write
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in.txt")
+        journal.created("a", earlier.request_id)
+        summary = await run_batch(
+            manager, items, journal=journal, out_path=out, input_path="in.txt"
+        )
+    assert summary.resumed == 1
+    assert summary.all_completed
+    records = lines(out)
+    assert len(records) == 2
+    assert {r["request_id"] for r in records} >= {earlier.request_id}
+    assert emulator.created_prompts() == ["first", "second"]
+
+
+async def test_an_interrupted_batch_restarts_what_it_stopped(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="q", prompt="quick"), BatchItem(key="s", prompt="slow one")]
+    out = tmp_path / "out.jsonl"
+    with Journal(tmp_path / "j.sqlite") as journal:
+        with anyio.move_on_after(100):
+            await run_batch(
+                manager, items, journal=journal, out_path=out, input_path="in", timeout=None
+            )
+        entries = journal.entries()
+    assert entries["q"].finished
+    assert entries["s"].interrupted
+    assert not running(emulator)
+    stopped_id = entries["s"].request_id
+    assert stopped_id is not None
+    assert emulator.research(stopped_id).status is ResearchStatus.STOPPED
+
+    with Journal(tmp_path / "j.sqlite") as journal:
+        summary = await run_batch(
+            manager, items, journal=journal, out_path=out, input_path="in", timeout=None
+        )
+    assert summary.all_completed
+    assert summary.skipped == 1
+    records = {r["id"]: r for r in lines(out)}
+    assert records["s"]["status"] == "COMPLETED"
+    assert records["s"]["request_id"] != stopped_id
+    assert emulator.created_prompts() == ["quick", "slow one", "slow one"]
+
+
+async def test_an_interrupted_item_that_finished_anyway_is_not_created_again(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="a", prompt="done anyway")]
+    created = await manager.client.create_conversation("done anyway")
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in")
+        journal.created("a", created.request_id)
+        journal.interrupted("a")
+        summary = await run_batch(
+            manager, items, journal=journal, out_path=tmp_path / "o.jsonl", input_path="in"
+        )
+    assert summary.all_completed
+    assert emulator.created_prompts() == ["done anyway"]
