@@ -136,7 +136,174 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS: Final[tuple[Callable[[_Subparsers], None], ...]] = (_add_emulator,)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """Options every command that talks to the API shares."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run against the built-in Fay emulator: no key, no network, made-up outputs, "
+        "and emulated time 60x faster",
+    )
+    group.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the Fay API key (default: ${_config.API_KEY_ENV})",
+    )
+    group.add_argument(
+        "--base-url",
+        default=None,
+        help=f"the API origin (default: ${_config.BASE_URL_ENV} or {_config.DEFAULT_BASE_URL})",
+    )
+    group.add_argument(
+        "--tier",
+        choices=("free", "pro"),
+        default=None,
+        help="keep to this plan's published hourly rate limits on the client side",
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="log every HTTP attempt to stderr"
+    )
+    return common
+
+
+def _polling_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=300.0,
+        help="seconds a research may take before it is stopped (default 300)",
+    )
+    common.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=None,
+        help="check the status every this many seconds instead of the default schedule "
+        "(3 s growing to 15 s while queued, 2.5 s while running)",
+    )
+    return common
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from . import _commands  # noqa: PLC0415 - keeps `fay-async --help` fast
+
+        command: _commands.Command = getattr(_commands, name)
+        return _commands.run(command, args)
+
+    return run
+
+
+def _add_research(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "research",
+        parents=[_connection_options(), _polling_options()],
+        help="run one research and print its output",
+        description=(
+            "Start a research, wait for it, and print its Markdown output (or JSON with "
+            "--schema or --json). If it takes longer than --timeout it is stopped, so you "
+            "pay for no more than you wait for; Ctrl-C stops it too. Exit codes: 0 "
+            "completed, 1 failed, stopped or timed out, 2 bad input, 130 interrupted."
+        ),
+    )
+    parser.add_argument("prompt", help="the research question")
+    parser.add_argument(
+        "--schema",
+        metavar="FILE",
+        help="a JSON-schema file: ask for structured output that fits it",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(run=_command("research"))
+
+
+def _add_request_command(subparsers: _Subparsers, name: str, summary: str, detail: str) -> None:
+    parser = subparsers.add_parser(
+        name, parents=[_connection_options()], help=summary, description=detail
+    )
+    parser.add_argument("request_id", metavar="ID", help="the request id of the research")
+    if name != "stop":
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=_command(name))
+
+
+def _add_status(subparsers: _Subparsers) -> None:
+    _add_request_command(
+        subparsers,
+        "status",
+        "show a research's status",
+        "Print the status of a research: its state, prompt, timestamps and error message.",
+    )
+
+
+def _add_output(subparsers: _Subparsers) -> None:
+    _add_request_command(
+        subparsers,
+        "output",
+        "print a completed research's output",
+        "Print the output of a COMPLETED research: Markdown, or JSON for structured output. "
+        "Outputs are kept 30 days.",
+    )
+
+
+def _add_stop(subparsers: _Subparsers) -> None:
+    _add_request_command(
+        subparsers,
+        "stop",
+        "stop a running research",
+        "Stop a PENDING or PROCESSING research (it will have no output). A research that "
+        "has already ended is reported with its status and left alone.",
+    )
+
+
+def _add_batch(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "batch",
+        parents=[_connection_options(), _polling_options()],
+        help="research many prompts, resumably",
+        description=(
+            "Research every prompt of FILE, --concurrency at a time, and write one JSON line "
+            "per prompt to --out (id, line, request_id, status, output or error, elapsed_s). "
+            "FILE is plain text (one prompt a line) or JSONL (objects with 'prompt' and "
+            "optional 'structured_output', 'output_schema', 'id'). A journal next to --out "
+            "(OUT.journal.sqlite) records each research as it is created: rerun the same "
+            "command after a crash or Ctrl-C and it resumes, never paying for a prompt "
+            "twice. Exit codes: 0 all completed, 1 some did not, 2 bad input, 130 "
+            "interrupted (the researches in flight were stopped)."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="the prompts: .txt or .jsonl")
+    parser.add_argument(
+        "--out", required=True, metavar="OUT", help="where to write the results (JSONL)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        help="researches in flight at once (default 8)",
+    )
+    parser.set_defaults(run=_command("batch"))
+
+
+_SUBCOMMANDS: Final[tuple[Callable[[_Subparsers], None], ...]] = (
+    _add_research,
+    _add_batch,
+    _add_status,
+    _add_output,
+    _add_stop,
+    _add_emulator,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
