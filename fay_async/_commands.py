@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -103,7 +103,6 @@ def describe(error: BaseException) -> tuple[str, int]:  # noqa: PLR0911 - one li
 
 def run(command: Command, args: argparse.Namespace) -> int:
     """Run one command on an event loop; map failures and Ctrl-C to exit codes."""
-    _configure_logging(args)
 
     async def main() -> int:
         interrupted = False
@@ -139,13 +138,27 @@ def run(command: Command, args: argparse.Namespace) -> int:
             group.cancel_scope.cancel()
         return EXIT_INTERRUPTED if interrupted else code
 
-    return anyio.run(main)
+    with _logging(args):
+        return anyio.run(main)
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    if getattr(args, "verbose", False):
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        logging.getLogger("fay_async").setLevel(logging.DEBUG)
+@contextlib.contextmanager
+def _logging(args: argparse.Namespace) -> Iterator[None]:
+    """With ``--verbose``, the library's debug records (one per HTTP attempt) on stderr."""
+    if not getattr(args, "verbose", False):
+        yield
+        return
+    logger = logging.getLogger("fay_async")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # --- the target: the service, or the built-in emulator ------------------------------------------

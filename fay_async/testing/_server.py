@@ -138,7 +138,10 @@ class EmulatorServer:
         """Shut the server down and wait for its thread (a no-op when not running)."""
         if self._thread is None:
             return
+        # A test server does not wait for requests still in flight (an injected latency,
+        # say): their clients are gone, and the test should not wait for them either.
         self._server.should_exit = True
+        self._server.force_exit = True
         self._thread.join(self._startup_timeout)
         self._server = self._thread = self._base_url = None
 
