@@ -1,13 +1,17 @@
 """fay_async: an asyncio-native client for the Fay deep-research API.
 
-``FayClient`` speaks the four documented endpoints; the errors it raises are in
-:mod:`fay_async.exceptions`.
+``FayClient`` speaks the four documented endpoints; ``ResearchManager`` tracks, polls,
+times out and stops many researches; ``research_many`` runs a batch of prompts. Every
+error is in :mod:`fay_async.exceptions`, and :mod:`fay_async.testing` is a local
+emulator of the API for tests.
 """
 
 from __future__ import annotations
 
 from . import _config
+from ._batch import BatchResult, ResearchMany, research_many
 from ._client import FayClient, validate_request_id
+from ._journal import BatchItem
 from ._manager import ActiveResearch, ResearchManager
 from ._models import (
     ConversationInfo,
@@ -51,6 +55,8 @@ __all__ = [
     "ActiveResearch",
     "AuthenticationError",
     "BadRequestError",
+    "BatchItem",
+    "BatchResult",
     "ConfigurationError",
     "ConversationAlreadyCompletedError",
     "ConversationInfo",
@@ -68,6 +74,7 @@ __all__ = [
     "ResearchError",
     "ResearchFailedError",
     "ResearchManager",
+    "ResearchMany",
     "ResearchNotCompletedError",
     "ResearchResult",
     "ResearchStatus",
@@ -77,5 +84,6 @@ __all__ = [
     "StopResult",
     "UnexpectedResponseError",
     "__version__",
+    "research_many",
     "validate_request_id",
 ]

@@ -195,3 +195,59 @@ def test_examples_run_as_scripts_without_a_key(command: list[str]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "stopped" in done.stdout.lower()
+
+
+# --- quickstart.py and batch.py ---------------------------------------------------------------
+
+
+README = EXAMPLES.parent / "README.md"
+
+
+def test_the_readme_quickstart_is_the_example_file() -> None:
+    code = (EXAMPLES / "quickstart.py").read_text(encoding="utf-8")
+    body = code.split('"""', 2)[2].lstrip("\n")  # the file without its docstring
+    assert f"```python\n{body}```" in README.read_text(encoding="utf-8")
+
+
+@pytest.mark.anyio
+async def test_quickstart_prints_the_research(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load("quickstart")
+    emulator = FayEmulator(seed=1)
+    monkeypatch.setattr(example, "FayClient", emulator.client)
+    await example.main()
+    out = capsys.readouterr().out
+    assert "> What changed in EU battery regulation in 2025?" in out
+    [state] = emulator.researches
+    assert state.status is S.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_batch_example_researches_every_prompt(capsys: pytest.CaptureFixture[str]) -> None:
+    example = load("batch")
+    emulator = FayEmulator(seed=2)
+    async with emulator.client() as fay:
+        results = await example.main(client=fay)
+    prompts = [p for p in (EXAMPLES / "prompts.txt").read_text().splitlines() if p]
+    assert sorted(r.item.prompt for r in results) == sorted(prompts)
+    assert all(r.ok for r in results)
+    assert sorted(emulator.created_prompts()) == sorted(prompts)
+    out = capsys.readouterr().out
+    assert f"[{len(prompts)}/{len(prompts)}] COMPLETED" in out
+
+
+def test_batch_example_runs_as_a_script_without_a_key(tmp_path: Path) -> None:
+    prompts = tmp_path / "two.txt"
+    prompts.write_text("first question\n\nsecond question\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAY_")}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and example file
+        [sys.executable, str(EXAMPLES / "batch.py"), str(prompts)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[2/2] COMPLETED" in done.stdout
