@@ -267,10 +267,16 @@ class ResearchManager:
         return await self._create(prompt, structured_output, output_schema)
 
     async def _create(
-        self, prompt: str, structured_output: bool, output_schema: Mapping[str, Any] | None
+        self,
+        prompt: str,
+        structured_output: bool,
+        output_schema: Mapping[str, Any] | None,
+        before_create: Callable[[], object] | None = None,
     ) -> str:
         await self._wait_for_create_slot()
         running = self._check_open()  # it may have closed during the wait
+        if before_create is not None:
+            before_create()
         job: _Job[str] = _Job()
         self._creating += 1
         running.tg.start_soon(
@@ -447,6 +453,7 @@ class ResearchManager:
         structured_output: bool = False,
         output_schema: Mapping[str, Any] | None = None,
         on_created: Callable[[str], object] | None = None,
+        before_create: Callable[[], object] | None = None,
     ) -> ResearchResult:
         """Start a research, wait for it (at most ``timeout`` s), and return its output.
 
@@ -457,13 +464,17 @@ class ResearchManager:
         the research; fetching the output comes after it. ``on_created(request_id)`` (a
         function or coroutine function) is called once the research exists, to record its
         id; if it raises, the research is stopped and the error propagates.
+        ``before_create()`` (a plain function) is called just before the create is sent,
+        after any wait for a create slot: a journal marks there that a research may exist
+        from then on, even if the process dies before the answer arrives.
         """
         limit = _check_timeout(timeout)
         self._check_open()
         _checked_create_body(prompt, structured_output, output_schema)
-        if on_created is not None and not callable(on_created):
-            raise TypeError("on_created must be callable")
-        request_id = await self._create(prompt, structured_output, output_schema)
+        for name, hook in (("on_created", on_created), ("before_create", before_create)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable")
+        request_id = await self._create(prompt, structured_output, output_schema, before_create)
         return await self._follow(request_id, limit, on_created)
 
     async def resume_research(

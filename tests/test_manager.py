@@ -781,6 +781,26 @@ async def test_on_created_sees_the_id_before_the_wait(
         await manager.research("q", on_created="journal")  # type: ignore[arg-type]
 
 
+async def test_before_create_runs_after_the_slot_wait_and_before_sending(
+    emulator: FayEmulator,
+) -> None:
+    marks: list[tuple[float, int]] = []
+    limits = RateLimits(create=1)
+    async with emulator.client(rate_limits=limits) as fay, ResearchManager(fay) as manager:
+
+        def before() -> None:
+            marks.append((anyio.current_time(), len(emulator.created_prompts())))
+
+        start = anyio.current_time()
+        await manager.start_research("first")
+        await manager.research("second", timeout=None, before_create=before)
+        with pytest.raises(TypeError, match="before_create must be callable"):
+            await manager.research("q", before_create=3)  # type: ignore[arg-type]
+    [(when, created_before)] = marks
+    assert when - start == pytest.approx(3600, abs=2)  # after the wait for a create slot
+    assert created_before == 1  # and before the second research existed
+
+
 async def test_a_failing_on_created_stops_the_research(
     emulator: FayEmulator, manager: ResearchManager
 ) -> None:
