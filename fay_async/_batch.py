@@ -122,6 +122,7 @@ class ResearchMany:
         timeout: float | None,
         resume: Mapping[str, str] | None = None,
         on_created: Callable[[BatchItem, str], object] | None = None,
+        on_creating: Callable[[BatchItem], object] | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
@@ -143,6 +144,7 @@ class ResearchMany:
         self._timeout = timeout
         self._resume = dict(resume or {})
         self._on_created = on_created
+        self._on_creating = on_creating
         self._task_group: TaskGroup | None = None
         self._send: MemoryObjectSendStream[BatchResult] | None = None
         self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
@@ -218,6 +220,10 @@ class ResearchMany:
         try:
             if request_id is None:
 
+                def creating() -> None:
+                    if self._on_creating is not None:
+                        self._on_creating(item)
+
                 def created(new_id: str) -> None:
                     nonlocal request_id
                     request_id = new_id
@@ -230,6 +236,7 @@ class ResearchMany:
                     structured_output=item.structured_output,
                     output_schema=item.output_schema,
                     on_created=created,
+                    before_create=creating,
                 )
             else:
                 result = await self._manager.resume_research(
@@ -255,6 +262,7 @@ def research_many(
     timeout: float | None = 300.0,
     resume: Mapping[str, str] | None = None,
     on_created: Callable[[BatchItem, str], object] | None = None,
+    on_creating: Callable[[BatchItem], object] | None = None,
 ) -> ResearchMany:
     """Research many prompts concurrently; yield one :class:`BatchResult` as each finishes.
 
@@ -266,7 +274,8 @@ def research_many(
 
     ``resume`` maps item keys to request ids created earlier: those are waited for
     again, never created twice. ``on_created(item, request_id)`` is called as soon as
-    a research exists, before it is waited for (the batch journal records it there).
+    a research exists, before it is waited for (the batch journal records it there);
+    ``on_creating(item)`` just before its create is sent.
     """
     return ResearchMany(
         manager,
@@ -275,6 +284,7 @@ def research_many(
         timeout=timeout,
         resume=resume,
         on_created=on_created,
+        on_creating=on_creating,
     )
 
 
@@ -323,6 +333,48 @@ def _rewrite(out_path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     temporary.replace(out_path)
 
 
+CREATE_INTERRUPTED: Final = "CREATE_INTERRUPTED"
+
+
+def _is_uncertain_result(result: Mapping[str, Any] | None) -> bool:
+    error = (result or {}).get("error")
+    return isinstance(error, dict) and error.get("code") == CREATE_INTERRUPTED
+
+
+async def _settle_leftovers(
+    manager: ResearchManager,
+    items: Sequence[BatchItem],
+    journal: Journal,
+    extra: Mapping[str, Any],
+    *,
+    retry_uncertain: bool,
+) -> None:
+    """Decide, before a run, what an earlier run left half done."""
+    entries = journal.entries()
+    for item in items:
+        entry = entries[item.key]
+        if retry_uncertain and (entry.uncertain or _is_uncertain_result(entry.result)):
+            journal.restart(item.key)
+        elif entry.uncertain:
+            result = BatchResult(
+                item=item,
+                request_id=None,
+                status=ERROR,
+                error_code=CREATE_INTERRUPTED,
+                error_message=(
+                    "the batch stopped while this prompt's research was being created; it "
+                    "may exist (and be billed) under an unknown request id, so it was not "
+                    "created again: rerun with --retry-uncertain to create it anyway"
+                ),
+            )
+            journal.finished(item.key, {**result.to_json(), **extra})
+        elif entry.result is None and entry.request_id is not None and entry.interrupted:
+            # Stopped by an earlier Ctrl-C: a stopped research has no output, so start anew.
+            info = await manager.client.get_status(entry.request_id)
+            if info.status is ResearchStatus.STOPPED:
+                journal.restart(item.key)
+
+
 async def run_batch(
     manager: ResearchManager,
     items: Sequence[BatchItem],
@@ -334,6 +386,7 @@ async def run_batch(
     timeout: float | None = 300.0,  # noqa: ASYNC109 - per research, not for this call
     progress: BatchProgress | None = None,
     extra: Mapping[str, Any] | None = None,
+    retry_uncertain: bool = False,
 ) -> BatchSummary:
     """Run a resumable batch: one JSON line per item in ``out_path``, nothing paid twice.
 
@@ -343,23 +396,24 @@ async def run_batch(
     is written out, so a crash at any point loses nothing. If the run is cancelled (Ctrl-C),
     the researches in flight are stopped, marked interrupted in the journal, and the
     cancellation goes on.
+
+    An item whose create was sent but whose request id never came back (the process was
+    killed during that round trip) may exist on the service: it is not created again but
+    gets a ``CREATE_INTERRUPTED`` error result, unless ``retry_uncertain`` asks to create
+    it anyway.
     """
     progress = progress or BatchProgress()
     out_file = Path(out_path)
     journal.register(items, input_path=input_path)
+    await _settle_leftovers(manager, items, journal, extra or {}, retry_uncertain=retry_uncertain)
     entries = journal.entries()
     summary = BatchSummary(total=len(items))
-    for entry in entries.values():
-        if entry.result is not None and entry.key in {item.key for item in items}:
-            status = str(entry.result.get("status"))
+    for item in items:
+        recorded = entries[item.key].result
+        if recorded is not None:
+            status = str(recorded.get("status"))
             summary.statuses[status] = summary.statuses.get(status, 0) + 1
             summary.skipped += 1
-    for entry in entries.values():
-        if entry.result is None and entry.request_id is not None and entry.interrupted:
-            info = await manager.client.get_status(entry.request_id)
-            if info.status is ResearchStatus.STOPPED:
-                journal.restart(entry.key)
-    entries = journal.entries()
     _rewrite(out_file, journal.results())
     todo = [item for item in items if entries[item.key].result is None]
     resume = {
@@ -370,6 +424,9 @@ async def run_batch(
     summary.resumed = len(resume)
     progress.started(len(items), summary.skipped)
     in_flight: set[str] = set(resume)
+
+    def creating(item: BatchItem) -> None:
+        journal.creating(item.key)
 
     def created(item: BatchItem, request_id: str) -> None:
         journal.created(item.key, request_id)
@@ -387,6 +444,7 @@ async def run_batch(
                 timeout=timeout,
                 resume=resume,
                 on_created=created,
+                on_creating=creating,
             ) as results:
                 async for result in results:
                     record = {**result.to_json(), **(extra or {})}

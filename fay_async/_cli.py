@@ -293,6 +293,12 @@ def _add_batch(subparsers: _Subparsers) -> None:
         default=8,
         help="researches in flight at once (default 8)",
     )
+    parser.add_argument(
+        "--retry-uncertain",
+        action="store_true",
+        help="create again the prompts whose create was cut off by a crash (their first "
+        "research may exist and be billed; by default they are reported, not re-created)",
+    )
     parser.set_defaults(run=_command("batch"))
 
 

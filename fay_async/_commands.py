@@ -464,6 +464,7 @@ async def batch(args: argparse.Namespace) -> int:
                 timeout=target.real_seconds(args.timeout),
                 progress=progress,
                 extra=extra,
+                retry_uncertain=args.retry_uncertain,
             )
     parts = [
         f"{count} {status.lower().replace('_', ' ')}" for status, count in summary.statuses.items()

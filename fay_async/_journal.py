@@ -182,11 +182,17 @@ class JournalEntry:
     request_id: str | None
     result: dict[str, Any] | None
     interrupted: bool = False
+    creating: bool = False
 
     @property
     def finished(self) -> bool:
         """True once a final result is recorded."""
         return self.result is not None
+
+    @property
+    def uncertain(self) -> bool:
+        """A create was sent, but no request id came back before the process died."""
+        return self.creating and self.request_id is None and self.result is None
 
 
 class Journal:
@@ -211,7 +217,8 @@ class Journal:
                     fingerprint TEXT NOT NULL,
                     request_id TEXT,
                     result TEXT,
-                    interrupted INTEGER NOT NULL DEFAULT 0
+                    interrupted INTEGER NOT NULL DEFAULT 0,
+                    creating INTEGER NOT NULL DEFAULT 0
                 );
                 """
             )
@@ -242,7 +249,8 @@ class Journal:
     def entries(self) -> dict[str, JournalEntry]:
         """Every item the journal knows, by key."""
         rows = self._db.execute(
-            "SELECT key, fingerprint, request_id, result, interrupted FROM items ORDER BY position"
+            "SELECT key, fingerprint, request_id, result, interrupted, creating FROM items "
+            "ORDER BY position"
         )
         return {
             key: JournalEntry(
@@ -251,8 +259,9 @@ class Journal:
                 request_id=request_id,
                 result=json.loads(result) if result is not None else None,
                 interrupted=bool(interrupted),
+                creating=bool(creating),
             )
-            for key, fingerprint, request_id, result, interrupted in rows
+            for key, fingerprint, request_id, result, interrupted, creating in rows
         }
 
     def register(self, items: Iterable[BatchItem], *, input_path: str | os.PathLike[str]) -> None:
@@ -274,18 +283,26 @@ class Journal:
                     line=item.line,
                 )
 
+    def creating(self, key: str) -> None:
+        """Record that an item's create is about to be sent: from now on it may exist."""
+        self._db.execute("UPDATE items SET creating = 1 WHERE key = ?", (key,))
+
     def created(self, key: str, request_id: str) -> None:
         """Record the request id of an item's research, as soon as it exists."""
-        self._db.execute("UPDATE items SET request_id = ? WHERE key = ?", (request_id, key))
+        self._db.execute(
+            "UPDATE items SET request_id = ?, creating = 0 WHERE key = ?", (request_id, key)
+        )
 
     def interrupted(self, key: str) -> None:
         """Record that the batch was interrupted while this item's research ran."""
         self._db.execute("UPDATE items SET interrupted = 1 WHERE key = ?", (key,))
 
     def restart(self, key: str) -> None:
-        """Forget an item's research (it was stopped by an interrupt): it starts afresh."""
+        """Forget an item's research and result: it starts afresh."""
         self._db.execute(
-            "UPDATE items SET request_id = NULL, interrupted = 0 WHERE key = ?", (key,)
+            "UPDATE items SET request_id = NULL, result = NULL, interrupted = 0, creating = 0 "
+            "WHERE key = ?",
+            (key,),
         )
 
     def finished(self, key: str, result: Mapping[str, Any]) -> None:

@@ -284,3 +284,55 @@ async def test_an_interrupted_item_that_finished_anyway_is_not_created_again(
         )
     assert summary.all_completed
     assert emulator.created_prompts() == ["done anyway"]
+
+
+async def test_a_create_cut_off_by_a_crash_is_reported_not_repeated(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="u", prompt="uncertain"), BatchItem(key="n", prompt="normal")]
+    out = tmp_path / "o.jsonl"
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in")
+        journal.creating("u")  # the process died here, after sending the create
+        assert journal.entries()["u"].uncertain
+        summary = await run_batch(manager, items, journal=journal, out_path=out, input_path="in")
+        assert not summary.all_completed
+        records = {r["id"]: r for r in lines(out)}
+        assert records["u"]["status"] == "ERROR"
+        assert records["u"]["error"]["code"] == "CREATE_INTERRUPTED"
+        assert "--retry-uncertain" in records["u"]["error"]["message"]
+        assert records["n"]["status"] == "COMPLETED"
+        assert emulator.created_prompts() == ["normal"]
+
+        again = await run_batch(manager, items, journal=journal, out_path=out, input_path="in")
+        assert again.skipped == 2
+        assert emulator.created_prompts() == ["normal"]
+
+        retried = await run_batch(
+            manager, items, journal=journal, out_path=out, input_path="in", retry_uncertain=True
+        )
+    assert retried.all_completed
+    assert emulator.created_prompts() == ["normal", "uncertain"]
+    assert {r["id"]: r["status"] for r in lines(out)} == {"u": "COMPLETED", "n": "COMPLETED"}
+
+
+async def test_the_journal_marks_creating_before_the_create_is_sent(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="a", prompt="slow but sure")]
+    emulator.inject_fault("create", Fault.latency(5.0))
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in")
+        seen: list[bool] = []
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                lambda: run_batch(
+                    manager, items, journal=journal, out_path=tmp_path / "o", input_path="in"
+                )
+            )
+            await anyio.sleep(1.0)  # the create is on the wire
+            seen.append(journal.entries()["a"].uncertain)
+        entry = journal.entries()["a"]
+    assert seen == [True]
+    assert not entry.uncertain
+    assert entry.finished

@@ -179,3 +179,17 @@ def test_fingerprint_follows_what_is_sent() -> None:
     a = BatchItem(key="k", prompt="p")
     assert a.fingerprint == BatchItem(key="other", prompt="p", line=9).fingerprint
     assert a.fingerprint != BatchItem(key="k", prompt="p", structured_output=True).fingerprint
+
+
+def test_journal_tells_a_create_cut_off_from_one_that_answered(tmp_path: Path) -> None:
+    items = [BatchItem(key="a", prompt="A"), BatchItem(key="b", prompt="B")]
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in")
+        journal.creating("a")
+        journal.creating("b")
+        journal.created("b", "req-b")
+        entries = journal.entries()
+        assert entries["a"].uncertain
+        assert not entries["b"].uncertain
+        journal.restart("a")
+        assert not journal.entries()["a"].uncertain
