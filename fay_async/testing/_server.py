@@ -114,7 +114,7 @@ class EmulatorServer:
         if self._thread is not None:
             raise RuntimeError("the emulator server is already running")
         config = uvicorn_config(
-            self.emulator, log_config=None, log_level="warning", access_log=False
+            self.emulator, log_config=None, log_level="warning", access_log=False, lifespan="off"
         )
         server = require_uvicorn().Server(config)
         sock = bind_socket(self._host, self._port)
