@@ -12,11 +12,15 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import attrs
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = [
     "BatchInputError",
@@ -195,15 +199,52 @@ class JournalEntry:
         return self.creating and self.request_id is None and self.result is None
 
 
+def _lock(path: Path) -> IO[str] | None:
+    """Hold an exclusive lock beside the journal, so that two runs never share one batch."""
+    if sys.platform == "win32":  # pragma: no cover - no flock there
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        handle = lock_path.open("a", encoding="utf-8")
+    except OSError as error:
+        raise BatchInputError(
+            f"cannot create the journal's lock file ({error.strerror})", path=lock_path
+        ) from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise BatchInputError(
+            "another fay-async batch is running with this journal right now; wait for it to "
+            "end (or stop it), or write to another --out",
+            path=path,
+        ) from None
+    return handle
+
+
 class Journal:
     """The SQLite journal of one batch: request ids as they are created, final results.
 
     Writes are committed before the call returns (WAL mode), so they survive the
-    process being killed.
+    process being killed (not a power cut: the operating system may still hold the
+    last writes). One process at a time may open a journal: a second one is refused.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._lock = _lock(self.path)
+        try:
+            self._open()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _open(self) -> None:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -237,8 +278,27 @@ class Journal:
             )
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and release the lock."""
         self._db.close()
+        self._release()
+
+    @property
+    def is_empty(self) -> bool:
+        """True while no batch item has been recorded (a new journal)."""
+        return self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
+
+    def bind_target(self, target: str) -> None:
+        """Record where this batch's researches live; refuse to resume it anywhere else."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('target', ?)", (target,))
+        elif row[0] != target:
+            raise BatchInputError(
+                f"this batch was started against {row[0]} and is now run against {target}; "
+                f"its request ids exist only at {row[0]}: run it there again, or write to "
+                "another --out to start a new batch",
+                path=self.path,
+            )
 
     def __enter__(self) -> Journal:
         return self
@@ -267,14 +327,9 @@ class Journal:
     def register(self, items: Iterable[BatchItem], *, input_path: str | os.PathLike[str]) -> None:
         """Record the batch's items; refuse an input that changed since the journal began."""
         known = self.entries()
-        for position, item in enumerate(items):
+        for item in items:
             entry = known.get(item.key)
-            if entry is None:
-                self._db.execute(
-                    "INSERT INTO items (key, position, fingerprint) VALUES (?, ?, ?)",
-                    (item.key, position, item.fingerprint),
-                )
-            elif entry.fingerprint != item.fingerprint:
+            if entry is not None and entry.fingerprint != item.fingerprint:
                 raise BatchInputError(
                     f"item {item.key!r} changed since this batch's journal "
                     f"({self.path}) was written; restore it, or use a new --out to start "
@@ -282,6 +337,15 @@ class Journal:
                     path=input_path,
                     line=item.line,
                 )
+        new = [
+            (item.key, position, item.fingerprint)
+            for position, item in enumerate(items)
+            if item.key not in known
+        ]
+        # One transaction: fast for a long input, and all or nothing.
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO items (key, position, fingerprint) VALUES (?, ?, ?)", new)
+        self._db.execute("COMMIT")
 
     def creating(self, key: str) -> None:
         """Record that an item's create is about to be sent: from now on it may exist."""
@@ -311,8 +375,9 @@ class Journal:
             "UPDATE items SET result = ? WHERE key = ?", (json.dumps(dict(result)), key)
         )
 
-    def results(self) -> Iterator[dict[str, Any]]:
-        """The final results recorded so far, in input order."""
+    def results(self, keys: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The final results recorded so far, in input order (only ``keys``, if given)."""
+        wanted = None if keys is None else set(keys)
         for entry in self.entries().values():
-            if entry.result is not None:
+            if entry.result is not None and (wanted is None or entry.key in wanted):
                 yield entry.result

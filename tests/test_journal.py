@@ -193,3 +193,46 @@ def test_journal_tells_a_create_cut_off_from_one_that_answered(tmp_path: Path) -
         assert not entries["b"].uncertain
         journal.restart("a")
         assert not journal.entries()["a"].uncertain
+
+
+def test_one_process_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path), pytest.raises(BatchInputError, match="another fay-async batch is running"):
+        Journal(path)
+    with Journal(path) as journal:  # released on close
+        assert journal.is_empty
+
+
+def test_a_journal_is_bound_to_where_its_researches_live(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        journal.bind_target("https://api.fay.work")
+        journal.bind_target("https://api.fay.work")
+    with (
+        Journal(path) as journal,
+        pytest.raises(
+            BatchInputError, match=r"started against https://api\.fay\.work and is now run against"
+        ),
+    ):
+        journal.bind_target("http://127.0.0.1:8765")
+
+
+def test_results_of_items_no_longer_in_the_input_are_left_out(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        items = [BatchItem(key="a", prompt="A"), BatchItem(key="b", prompt="B")]
+        journal.register(items, input_path="in")
+        journal.finished("a", {"id": "a"})
+        journal.finished("b", {"id": "b"})
+        assert list(journal.results(["b"])) == [{"id": "b"}]
+        assert len(list(journal.results())) == 2
+
+
+def test_registering_is_all_or_nothing(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register([BatchItem(key="a", prompt="A")], input_path="in")
+        with pytest.raises(BatchInputError):
+            journal.register(
+                [BatchItem(key="new", prompt="N"), BatchItem(key="a", prompt="changed")],
+                input_path="in",
+            )
+        assert list(journal.entries()) == ["a"]
