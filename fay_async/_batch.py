@@ -16,14 +16,18 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._client import _checked_create_body
-from ._journal import BatchItem, Journal
+from ._journal import BatchInputError, BatchItem, Journal
 from ._models import ResearchStatus
 from .exceptions import (
+    APIConnectionError,
     APIError,
     FayError,
+    NotFoundError,
     ResearchFailedError,
     ResearchStoppedError,
     ResearchTimeoutError,
+    ServerError,
+    UnexpectedResponseError,
 )
 
 if TYPE_CHECKING:
@@ -123,6 +127,7 @@ class ResearchMany:
         resume: Mapping[str, str] | None = None,
         on_created: Callable[[BatchItem, str], object] | None = None,
         on_creating: Callable[[BatchItem], object] | None = None,
+        on_abandon: Callable[[list[BatchItem]], object] | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
@@ -145,6 +150,8 @@ class ResearchMany:
         self._resume = dict(resume or {})
         self._on_created = on_created
         self._on_creating = on_creating
+        self._on_abandon = on_abandon
+        self._in_flight: dict[str, BatchItem] = {}
         self._task_group: TaskGroup | None = None
         self._send: MemoryObjectSendStream[BatchResult] | None = None
         self._receive: MemoryObjectReceiveStream[BatchResult] | None = None
@@ -166,12 +173,18 @@ class ResearchMany:
         if self._task_group is None or self._receive is None:
             raise RuntimeError("research_many() was not entered")
         # Leaving early (break, error, cancellation) abandons the rest: in-flight researches
-        # are cancelled, and the manager stops each of them on the service.
+        # are cancelled, and the manager stops each of them on the service. The hook hears
+        # of them first, before any stop is sent.
+        if self._in_flight and self._on_abandon is not None:
+            self._on_abandon(list(self._in_flight.values()))
         self._task_group.cancel_scope.cancel()
         try:
-            return await self._task_group.__aexit__(exc_type, exc_value, traceback)
+            # The body's own exception is not handed to the task group: it would come back
+            # wrapped in an ExceptionGroup. It propagates from here unchanged.
+            await self._task_group.__aexit__(None, None, None)
         finally:
             self._receive.close()
+        return None
 
     def __aiter__(self) -> AsyncIterator[BatchResult]:
         if self._receive is None:
@@ -198,6 +211,7 @@ class ResearchMany:
             try:
                 result = await self._run(item)
             finally:
+                self._in_flight.pop(item.key, None)
                 limiter.release()
             await send.send(result)
 
@@ -217,10 +231,16 @@ class ResearchMany:
                     started_at=started,
                     finished_at=started,
                 )
+        sent = False
+        if request_id is not None:
+            self._in_flight[item.key] = item
         try:
             if request_id is None:
 
                 def creating() -> None:
+                    nonlocal sent
+                    sent = True
+                    self._in_flight[item.key] = item
                     if self._on_creating is not None:
                         self._on_creating(item)
 
@@ -243,6 +263,8 @@ class ResearchMany:
                     request_id, prompt=item.prompt, timeout=self._timeout
                 )
         except FayError as error:
+            if request_id is None and sent and _may_have_created(error):
+                return _cut_off_result(item, error, started)
             return _error_result(item, request_id, error, started)
         return BatchResult(
             item=item,
@@ -254,6 +276,37 @@ class ResearchMany:
         )
 
 
+def _may_have_created(error: FayError) -> bool:
+    """Whether a create that failed this way may still have started a research."""
+    if isinstance(error, APIConnectionError):
+        return getattr(error, "sent", True)
+    return isinstance(error, (ServerError, UnexpectedResponseError))
+
+
+CREATE_INTERRUPTED: Final = "CREATE_INTERRUPTED"
+_CUT_OFF = (
+    "may exist (and be billed) under an unknown request id, so it was not created again: "
+    "rerun with --retry-uncertain to create it anyway"
+)
+
+
+def _cut_off_result(item: BatchItem, error: FayError | None, started: float) -> BatchResult:
+    why = (
+        f"the create failed after it was sent ({error})"
+        if error is not None
+        else "the batch stopped while this prompt's research was being created"
+    )
+    return BatchResult(
+        item=item,
+        request_id=None,
+        status=ERROR,
+        error_code=CREATE_INTERRUPTED,
+        error_message=f"{why}; the research {_CUT_OFF}",
+        started_at=started,
+        finished_at=anyio.current_time() if error is not None else started,
+    )
+
+
 def research_many(
     manager: ResearchManager,
     prompts: Iterable[BatchItem | str],
@@ -263,6 +316,7 @@ def research_many(
     resume: Mapping[str, str] | None = None,
     on_created: Callable[[BatchItem, str], object] | None = None,
     on_creating: Callable[[BatchItem], object] | None = None,
+    on_abandon: Callable[[list[BatchItem]], object] | None = None,
 ) -> ResearchMany:
     """Research many prompts concurrently; yield one :class:`BatchResult` as each finishes.
 
@@ -275,7 +329,12 @@ def research_many(
     ``resume`` maps item keys to request ids created earlier: those are waited for
     again, never created twice. ``on_created(item, request_id)`` is called as soon as
     a research exists, before it is waited for (the batch journal records it there);
-    ``on_creating(item)`` just before its create is sent.
+    ``on_creating(item)`` just before its create is sent; ``on_abandon(items)`` when the
+    block is left with researches in flight, before they are stopped.
+
+    A create that failed in a way that may still have started a research (a 5xx, a
+    garbled answer, a connection lost after sending) is reported with the error code
+    ``CREATE_INTERRUPTED``, never retried.
     """
     return ResearchMany(
         manager,
@@ -285,6 +344,7 @@ def research_many(
         resume=resume,
         on_created=on_created,
         on_creating=on_creating,
+        on_abandon=on_abandon,
     )
 
 
@@ -333,9 +393,6 @@ def _rewrite(out_path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     temporary.replace(out_path)
 
 
-CREATE_INTERRUPTED: Final = "CREATE_INTERRUPTED"
-
-
 def _is_uncertain_result(result: Mapping[str, Any] | None) -> bool:
     error = (result or {}).get("error")
     return isinstance(error, dict) and error.get("code") == CREATE_INTERRUPTED
@@ -348,31 +405,51 @@ async def _settle_leftovers(
     extra: Mapping[str, Any],
     *,
     retry_uncertain: bool,
+    ids_survive: bool,
 ) -> None:
     """Decide, before a run, what an earlier run left half done."""
     entries = journal.entries()
     for item in items:
         entry = entries[item.key]
-        if retry_uncertain and (entry.uncertain or _is_uncertain_result(entry.result)):
+        result = entry.result
+        if result is None and not ids_survive and (entry.request_id or entry.creating):
+            # The earlier run's researches are gone with it (an in-process emulator).
+            journal.restart(item.key)
+        elif retry_uncertain and (entry.uncertain or _is_uncertain_result(result)):
             journal.restart(item.key)
         elif entry.uncertain:
-            result = BatchResult(
-                item=item,
-                request_id=None,
-                status=ERROR,
-                error_code=CREATE_INTERRUPTED,
-                error_message=(
-                    "the batch stopped while this prompt's research was being created; it "
-                    "may exist (and be billed) under an unknown request id, so it was not "
-                    "created again: rerun with --retry-uncertain to create it anyway"
-                ),
-            )
-            journal.finished(item.key, {**result.to_json(), **extra})
-        elif entry.result is None and entry.request_id is not None and entry.interrupted:
+            journal.finished(item.key, {**_cut_off_result(item, None, 0.0).to_json(), **extra})
+        elif result is not None and _never_created(result):
+            journal.restart(item.key)  # nothing was paid: try again
+        elif result is None and entry.request_id is not None and entry.interrupted:
             # Stopped by an earlier Ctrl-C: a stopped research has no output, so start anew.
-            info = await manager.client.get_status(entry.request_id)
+            try:
+                info = await manager.client.get_status(entry.request_id)
+            except NotFoundError as error:
+                failed = _error_result(item, entry.request_id, error, 0.0)
+                journal.finished(item.key, {**failed.to_json(), **extra})
+                continue
             if info.status is ResearchStatus.STOPPED:
                 journal.restart(item.key)
+
+
+def _never_created(result: Mapping[str, Any]) -> bool:
+    """A recorded error that came before any research existed (rate limit, bad input...)."""
+    return (
+        result.get("status") == ERROR
+        and result.get("request_id") is None
+        and not _is_uncertain_result(result)
+    )
+
+
+def _refuse_orphan_results(out_file: Path, journal: Journal) -> None:
+    """A new journal beside an output that has results: rewriting it would lose them."""
+    if journal.is_empty and out_file.exists() and out_file.stat().st_size > 0:
+        raise BatchInputError(
+            f"already holds results, but its journal {journal.path} is new (moved or "
+            "deleted?): restore the journal to resume that batch, or write to another --out",
+            path=out_file,
+        )
 
 
 async def run_batch(
@@ -387,6 +464,8 @@ async def run_batch(
     progress: BatchProgress | None = None,
     extra: Mapping[str, Any] | None = None,
     retry_uncertain: bool = False,
+    target: str | None = None,
+    ids_survive: bool = True,
 ) -> BatchSummary:
     """Run a resumable batch: one JSON line per item in ``out_path``, nothing paid twice.
 
@@ -400,12 +479,27 @@ async def run_batch(
     An item whose create was sent but whose request id never came back (the process was
     killed during that round trip) may exist on the service: it is not created again but
     gets a ``CREATE_INTERRUPTED`` error result, unless ``retry_uncertain`` asks to create
-    it anyway.
+    it anyway. An error recorded before any research existed (a rate limit, a refused
+    prompt) is tried again.
+
+    ``target`` names where the researches live (the base URL): a journal started against
+    another target is refused. ``ids_survive=False`` says the earlier run's researches
+    are gone (an in-process emulator), so its unfinished items start afresh.
     """
     progress = progress or BatchProgress()
     out_file = Path(out_path)
+    _refuse_orphan_results(out_file, journal)
+    if target is not None:
+        journal.bind_target(target)
     journal.register(items, input_path=input_path)
-    await _settle_leftovers(manager, items, journal, extra or {}, retry_uncertain=retry_uncertain)
+    await _settle_leftovers(
+        manager,
+        items,
+        journal,
+        extra or {},
+        retry_uncertain=retry_uncertain,
+        ids_survive=ids_survive,
+    )
     entries = journal.entries()
     summary = BatchSummary(total=len(items))
     for item in items:
@@ -414,7 +508,7 @@ async def run_batch(
             status = str(recorded.get("status"))
             summary.statuses[status] = summary.statuses.get(status, 0) + 1
             summary.skipped += 1
-    _rewrite(out_file, journal.results())
+    _rewrite(out_file, journal.results(item.key for item in items))
     todo = [item for item in items if entries[item.key].result is None]
     resume = {
         item.key: request_id
@@ -433,6 +527,11 @@ async def run_batch(
         in_flight.add(item.key)
         progress.created(item, request_id)
 
+    def abandoned(abandoned_items: list[BatchItem]) -> None:
+        # Before the stops go out: a second Ctrl-C may end the process at any moment.
+        for item in abandoned_items:
+            journal.interrupted(item.key)
+
     try:
         # One short line per result, flushed at once: blocking writes are the simple, safe
         # choice here, and the journal before them is synchronous by design.
@@ -445,6 +544,7 @@ async def run_batch(
                 resume=resume,
                 on_created=created,
                 on_creating=creating,
+                on_abandon=abandoned,
             ) as results:
                 async for result in results:
                     record = {**result.to_json(), **(extra or {})}

@@ -11,7 +11,7 @@ import pytest
 
 from fay_async import FayClient, ResearchStatus
 from fay_async._batch import BatchProgress, BatchResult, research_many, run_batch
-from fay_async._journal import BatchItem, Journal
+from fay_async._journal import BatchInputError, BatchItem, Journal
 from fay_async._manager import ResearchManager
 from fay_async.testing import Fault, FayEmulator, Scenario
 
@@ -336,3 +336,127 @@ async def test_the_journal_marks_creating_before_the_create_is_sent(
     assert seen == [True]
     assert not entry.uncertain
     assert entry.finished
+
+
+async def test_the_body_s_own_exception_comes_out_unwrapped(manager: ResearchManager) -> None:
+    with pytest.raises(ValueError, match="the caller's own bug"):
+        async with research_many(manager, ["slow x"]):
+            raise ValueError("the caller's own bug")
+
+
+async def test_on_abandon_hears_of_the_researches_in_flight_before_they_stop(
+    emulator: FayEmulator, manager: ResearchManager
+) -> None:
+    heard: list[tuple[list[str], int]] = []
+
+    def abandoned(items: list[BatchItem]) -> None:
+        stops = emulator.counts()["stop"]
+        heard.append((sorted(item.prompt for item in items), stops))
+
+    async with research_many(
+        manager, ["quick", "slow a", "slow b"], on_abandon=abandoned
+    ) as results:
+        async for _ in results:
+            break
+    assert heard == [(["slow a", "slow b"], 0)]
+    assert not running(emulator)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (Fault.error(503, "SERVICE_UNAVAILABLE"), "CREATE_INTERRUPTED"),
+        (Fault.truncated_json(), "CREATE_INTERRUPTED"),
+        (Fault.error(400, "VALIDATION_ERROR", "Invalid prompt format"), "VALIDATION_ERROR"),
+    ],
+)
+async def test_a_failed_create_that_may_have_started_a_research_is_not_retried(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path, fault: Fault, code: str
+) -> None:
+    items = [BatchItem(key="a", prompt="alpha")]
+    out = tmp_path / "o.jsonl"
+    emulator.inject_fault("create", fault, times=5)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        first = await run_batch(manager, items, journal=journal, out_path=out, input_path="in")
+        assert first.statuses == {"ERROR": 1}
+        [record] = lines(out)
+        assert record["error"]["code"] == code
+        emulator.clear_faults()
+        await run_batch(manager, items, journal=journal, out_path=out, input_path="in")
+    [record] = lines(out)
+    if code == "CREATE_INTERRUPTED":  # may exist: reported again, never created again
+        assert record["error"]["code"] == "CREATE_INTERRUPTED"
+        assert emulator.counts()["create"] == 1
+    else:  # certainly refused: nothing was paid, so the rerun tries again
+        assert record["status"] == "COMPLETED"
+
+
+async def test_a_rerun_retries_errors_that_came_before_any_research(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="e", prompt=" "), BatchItem(key="ok", prompt="fine")]
+    out = tmp_path / "o.jsonl"
+    with Journal(tmp_path / "j.sqlite") as journal:
+        await run_batch(manager, items, journal=journal, out_path=out, input_path="in")
+        assert {r["id"]: r["status"] for r in lines(out)} == {"e": "ERROR", "ok": "COMPLETED"}
+        again = await run_batch(manager, items, journal=journal, out_path=out, input_path="in")
+    assert again.skipped == 1
+    assert emulator.created_prompts() == ["fine"]
+
+
+async def test_a_new_journal_beside_old_results_is_refused(
+    manager: ResearchManager, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"id": "a", "status": "COMPLETED"}\n')
+    with (
+        Journal(tmp_path / "j.sqlite") as journal,
+        pytest.raises(BatchInputError, match="already holds results, but its journal"),
+    ):
+        await run_batch(
+            manager,
+            [BatchItem(key="a", prompt="A")],
+            journal=journal,
+            out_path=out,
+            input_path="in",
+        )
+    assert out.read_text() == '{"id": "a", "status": "COMPLETED"}\n'
+
+
+async def test_ids_that_did_not_survive_are_started_afresh(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="a", prompt="A"), BatchItem(key="b", prompt="B")]
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in")
+        journal.created("a", "id-of-an-emulator-that-is-gone")
+        journal.interrupted("a")
+        journal.creating("b")
+        summary = await run_batch(
+            manager,
+            items,
+            journal=journal,
+            out_path=tmp_path / "o",
+            input_path="in",
+            target="the built-in emulator",
+            ids_survive=False,
+        )
+    assert summary.all_completed
+    assert sorted(emulator.created_prompts()) == ["A", "B"]
+
+
+async def test_an_interrupted_research_the_service_no_longer_knows(
+    emulator: FayEmulator, manager: ResearchManager, tmp_path: Path
+) -> None:
+    items = [BatchItem(key="a", prompt="A")]
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.register(items, input_path="in")
+        journal.created("a", "unknown-to-this-key")
+        journal.interrupted("a")
+        summary = await run_batch(
+            manager, items, journal=journal, out_path=tmp_path / "o.jsonl", input_path="in"
+        )
+    assert summary.statuses == {"ERROR": 1}
+    [record] = lines(tmp_path / "o.jsonl")
+    assert record["error"]["code"] == "REQUEST_NOT_FOUND"
+    assert emulator.created_prompts() == []
