@@ -7,16 +7,16 @@ Each subcommand is one ``_add_<name>`` function that declares its parser and set
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from collections.abc import Callable
 from typing import Any, Final
 
 from . import _config
+from ._client import is_loopback
 
 __all__ = ["main"]
 
-DEFAULT_EMULATOR_KEY: Final = "emulator-key"
+DEFAULT_EMULATOR_KEY: Final = _config.EMULATOR_API_KEY
 
 _Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -82,15 +82,6 @@ def _add_emulator(subparsers: _Subparsers) -> None:
     parser.set_defaults(run=_run_emulator)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _run_emulator(args: argparse.Namespace) -> int:
     from .testing import FayEmulator  # noqa: PLC0415 - only this command needs it
     from .testing._server import (  # noqa: PLC0415
@@ -117,7 +108,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
         print(f"fay-async: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     base_url = base_url_for(sock)
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(
             f"fay-async: warning: the emulator listens on {args.host}, not only on this machine",
             file=sys.stderr,
@@ -229,6 +220,10 @@ def _add_research(subparsers: _Subparsers) -> None:
 
 
 def _add_request_command(subparsers: _Subparsers, name: str, summary: str, detail: str) -> None:
+    detail += (
+        " With --emulator it asks a new, empty emulator, which knows no request id: useful "
+        "only to see the answers' form."
+    )
     parser = subparsers.add_parser(
         name, parents=[_connection_options()], help=summary, description=detail
     )

@@ -67,7 +67,8 @@ def validate_request_id(request_id: object) -> str:
     return request_id
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         return True
     try:
@@ -96,7 +97,7 @@ def _resolve_base_url(base_url: str | None, *, allow_insecure_http: bool) -> str
         raise ConfigurationError(
             f"{source} must not carry credentials, a query or a fragment, got {text!r}"
         )
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
         raise ConfigurationError(
             f"{source} {text!r} uses plain http to a remote host, which would send the API "
             "key in clear text; use https, or pass allow_insecure_http=True if the network "

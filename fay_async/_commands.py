@@ -48,12 +48,12 @@ __all__ = ["EMULATOR_SPEED", "run"]
 #: With ``--emulator``, emulated time (research durations, timeouts, hourly budgets)
 #: runs this many times faster than real time: a default research takes about a second.
 EMULATOR_SPEED: Final = 60.0
-EMULATOR_KEY: Final = "emulator-key"
 
 EXIT_OK: Final = 0
 EXIT_NOT_COMPLETED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_TERMINATED: Final = 143
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -105,25 +105,31 @@ def run(command: Command, args: argparse.Namespace) -> int:
     """Run one command on an event loop; map failures and Ctrl-C to exit codes."""
 
     async def main() -> int:
-        interrupted = False
-        code = EXIT_INTERRUPTED
+        interrupted: int | None = None
+        code = EXIT_OK
         work = anyio.CancelScope()
 
-        async def watch_signals() -> None:
+        async def watch_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             nonlocal interrupted
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    if interrupted:
+                task_status.started()
+                async for signum in signals:
+                    exit_code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+                    if interrupted is not None:
                         _say("interrupted again: exiting now")
-                        os._exit(EXIT_INTERRUPTED)
-                    interrupted = True
+                        if sys.stderr.isatty():
+                            sys.stderr.write("\x1b[?25h")  # a progress bar hid the cursor
+                            sys.stderr.flush()
+                        os._exit(exit_code)
+                    interrupted = exit_code
                     _say(
                         "interrupted: stopping the researches in flight (Ctrl-C again to quit now)"
                     )
                     work.cancel()
 
         async with anyio.create_task_group() as group:
-            group.start_soon(watch_signals)
+            # The handler is in place before the command starts: an early Ctrl-C is handled.
+            await group.start(watch_signals)
             with work:
                 try:
                     code = await command(args)
@@ -136,7 +142,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
                     os.dup2(devnull, sys.stdout.fileno())
                     code = EXIT_OK
             group.cancel_scope.cancel()
-        return EXIT_INTERRUPTED if interrupted else code
+        return code if interrupted is None else interrupted
 
     with _logging(args):
         return anyio.run(main)
@@ -172,9 +178,19 @@ class Target:
     speed: float
     emulated: bool
 
+    @property
+    def name(self) -> str:
+        """Where the researches live: the API origin, or the in-process emulator."""
+        return "the built-in emulator" if self.emulated else self.client.base_url
+
     def real_seconds(self, seconds: float | None) -> float | None:
         """Real seconds for ``seconds`` of (possibly emulated) research time."""
         return None if seconds is None else seconds / self.speed
+
+
+def _missing_key(args: argparse.Namespace) -> bool:
+    key = args.api_key if args.api_key is not None else os.environ.get(_config.API_KEY_ENV)
+    return not (key or "").strip()
 
 
 def _rate_limits(tier: str | None, speed: float) -> RateLimits | None:
@@ -192,10 +208,17 @@ async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
         from .testing import FayEmulator  # noqa: PLC0415 - only --emulator needs it
 
         _say("using the built-in Fay emulator (no account, no network): every output is made up")
-        emulator = FayEmulator(api_keys=[EMULATOR_KEY], speed=EMULATOR_SPEED, rate_limits=tier)
+        emulator = FayEmulator(
+            api_keys=[_config.EMULATOR_API_KEY], speed=EMULATOR_SPEED, rate_limits=tier
+        )
         client = emulator.client(rate_limits=_rate_limits(tier, EMULATOR_SPEED))
         speed, emulated = EMULATOR_SPEED, True
     else:
+        if _missing_key(args):
+            raise UsageError(
+                f"no Fay API key: set {_config.API_KEY_ENV} (export {_config.API_KEY_ENV}=...) "
+                "or pass --api-key; or try it offline with --emulator"
+            )
         client = FayClient(
             args.api_key, base_url=args.base_url, rate_limits=_rate_limits(tier, 1.0)
         )
@@ -208,6 +231,7 @@ def poll_policy(args: argparse.Namespace, target: Target) -> PollPolicy:
     """The documented polling schedule, on the target's clock, or a fixed interval."""
     interval = getattr(args, "poll_interval", None)
     if interval is not None:
+        interval /= target.speed  # seconds of research time, like --timeout
         return PollPolicy(
             pending_first=interval,
             pending_growth=1.0,
@@ -465,6 +489,8 @@ async def batch(args: argparse.Namespace) -> int:
                 progress=progress,
                 extra=extra,
                 retry_uncertain=args.retry_uncertain,
+                target=target.name,
+                ids_survive=not target.emulated,
             )
     parts = [
         f"{count} {status.lower().replace('_', ' ')}" for status, count in summary.statuses.items()

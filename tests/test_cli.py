@@ -141,7 +141,10 @@ def test_missing_key_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli.main(["status", "abc"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "FAY_API_KEY" in err
+    assert "no Fay API key: set FAY_API_KEY" in err
+    assert "--api-key" in err
+    assert "--emulator" in err
+    assert "FayClient(" not in err
     assert "Traceback" not in err
 
 
@@ -312,12 +315,58 @@ async def test_batch_exit_code_when_some_did_not_complete(
     assert "2 prompts: 2 timed out" in capsys.readouterr().out
 
 
+@pytest.mark.anyio
+async def test_an_emulator_batch_resumes_after_an_interrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first question\nsecond question\n")
+    out = tmp_path / "results.jsonl"
+    args = parse("batch", str(prompts), "--out", str(out), "--emulator")
+    with anyio.move_on_after(0.5):  # interrupted while both researches are queued
+        await _commands.batch(args)
+    assert out.read_text() == ""
+    # The emulator of the first run is gone with it: the rerun starts both again.
+    assert await _commands.batch(args) == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_a_batch_is_resumed_only_where_it_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("only question\n")
+    out = tmp_path / "results.jsonl"
+    assert _cli.main(["batch", str(prompts), "--out", str(out), "--emulator"]) == 0
+    capsys.readouterr()
+    code = _cli.main(
+        [
+            "batch",
+            str(prompts),
+            "--out",
+            str(out),
+            "--api-key",
+            KEY,
+            "--base-url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "started against the built-in emulator and is now run against http://127.0.0.1:9" in err
+
+
 def test_poll_interval_is_a_fixed_schedule() -> None:
     target = _commands.Target(client=None, speed=1.0, emulated=False)  # type: ignore[arg-type]
     policy = _commands.poll_policy(
         parse("batch", "f", "--out", "o", "--poll-interval", "0.5"), target
     )
     assert policy.pending_first == policy.pending_max == policy.processing_max == 0.5
+    scaled = _commands.poll_policy(
+        parse("batch", "f", "--out", "o", "--poll-interval", "6"),
+        _commands.Target(client=None, speed=60.0, emulated=True),  # type: ignore[arg-type]
+    )
+    assert scaled.processing_first == pytest.approx(0.1)
     fast = _commands.poll_policy(
         parse("batch", "f", "--out", "o"), _commands.Target(client=None, speed=60.0, emulated=True)
     )  # type: ignore[arg-type]
@@ -480,14 +529,17 @@ def test_a_second_ctrl_c_exits_at_once(prompts: Path, tmp_path: Path) -> None:
     assert "interrupted again: exiting now" in stderr
 
 
-def test_ctrl_c_of_a_single_research(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"]
+)
+def test_interrupting_a_single_research_stops_it(signum: int, code: int) -> None:
     emulator = FayEmulator(api_keys=[KEY], scenario=Scenario(pending_s=60, processing_s=60))
     with serve(emulator) as base_url:
         research = _cli_process(["research", "A long question"], base_url)
         _wait_for(lambda: emulator.counts()["create"] == 1)
         anyio.run(anyio.sleep, 0.1)
-        research.send_signal(signal.SIGINT)
+        research.send_signal(signum)
         _, stderr = research.communicate(timeout=20)
-        assert research.returncode == 130, stderr
+        assert research.returncode == code, stderr
         [state] = emulator.researches
         assert state.stopped
