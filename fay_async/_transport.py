@@ -21,7 +21,7 @@ import anyio
 import attrs
 import httpx
 
-from . import _wire
+from . import _config, _wire
 from . import exceptions as exc
 from ._ratelimit import Endpoint, RateLimiter
 
@@ -38,12 +38,12 @@ _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """How failed attempts are retried."""
+    """How failed attempts are retried (the defaults are those of :mod:`fay_async._config`)."""
 
-    max_retries: int = 2
-    backoff_base: float = 0.5
-    backoff_cap: float = 8.0
-    max_retry_after: float = 60.0
+    max_retries: int = _config.DEFAULT_MAX_RETRIES
+    backoff_base: float = _config.DEFAULT_BACKOFF_BASE
+    backoff_cap: float = _config.DEFAULT_BACKOFF_CAP
+    max_retry_after: float = _config.DEFAULT_MAX_RETRY_AFTER
 
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Full jitter: a uniform draw below the exponential step of this retry."""

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import respx
 
-from fay_async import FayClient, RateLimits, exceptions
-from fay_async._transport import parse_retry_after
+from fay_async import FayClient, RateLimits, _config, exceptions
+from fay_async._transport import RetryPolicy, parse_retry_after
 
 from . import _docs as docs
 
@@ -94,8 +94,18 @@ async def test_backoff_grows_exponentially_with_full_jitter(mock: respx.MockRout
             await fay.get_status(docs.REQUEST_ID)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(gaps) == 5
+    base, cap = _config.DEFAULT_BACKOFF_BASE, _config.DEFAULT_BACKOFF_CAP
     for retry, gap in enumerate(gaps):
-        assert 0 <= gap <= min(8.0, 0.5 * 2**retry) + 0.01
+        assert 0 <= gap <= min(cap, base * 2**retry) + 0.01
+
+
+def test_the_retry_defaults_come_from_the_config() -> None:
+    assert RetryPolicy() == RetryPolicy(
+        max_retries=_config.DEFAULT_MAX_RETRIES,
+        backoff_base=_config.DEFAULT_BACKOFF_BASE,
+        backoff_cap=_config.DEFAULT_BACKOFF_CAP,
+        max_retry_after=_config.DEFAULT_MAX_RETRY_AFTER,
+    )
 
 
 async def test_retry_after_seconds_is_honoured(mock: respx.MockRouter) -> None:
