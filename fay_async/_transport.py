@@ -50,6 +50,14 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2.0**retry))
 
 
+@attrs.define
+class _Progress:
+    """What the attempts of one request have done so far."""
+
+    #: An attempt may have reached the service and taken effect (not refused with 429).
+    sent: bool = False
+
+
 @attrs.frozen
 class RawResponse:
     """A 2xx answer: its status and raw body."""
@@ -150,12 +158,17 @@ class Transport:
         # The wait for a slot in the client-side budget comes before the deadline starts:
         # the deadline bounds the work on the wire, not the queue for the right to send.
         await self._take_slot(endpoint)
+        progress = _Progress()
         if self._deadline is None:
-            return await self._attempts(method, path, endpoint, json, may_resend, math.inf)
+            return await self._attempts(
+                method, path, endpoint, json, may_resend, math.inf, progress
+            )
         deadline = anyio.current_time() + self._deadline
         try:
             with anyio.fail_after(self._deadline):
-                return await self._attempts(method, path, endpoint, json, may_resend, deadline)
+                return await self._attempts(
+                    method, path, endpoint, json, may_resend, deadline, progress
+                )
         except TimeoutError as error:
             if isinstance(error, exc.FayError):
                 raise
@@ -164,6 +177,7 @@ class Transport:
                 "(all retries included)",
                 method=method,
                 path=path,
+                sent=progress.sent,
             ) from None
 
     async def _attempts(
@@ -174,6 +188,7 @@ class Transport:
         json: Mapping[str, Any] | None,
         may_resend: bool,
         deadline: float,
+        progress: _Progress,
     ) -> RawResponse:
         url = self._base + path
         retries = 0
@@ -182,6 +197,8 @@ class Transport:
                 await self._take_slot(endpoint)
             started = anyio.current_time()
             attempt = retries + 1
+            sent_before = progress.sent
+            progress.sent = True  # from here on this attempt may reach the service
             try:
                 response = await self.http.request(
                     method, url, json=json, headers=self._headers, timeout=self._timeout
@@ -201,7 +218,8 @@ class Transport:
                     attempt,
                     type(error).__name__,
                 )
-                failure = self._connection_error(method, path, error)
+                progress.sent = sent_before if isinstance(error, _NOT_SENT) else True
+                failure = self._connection_error(method, path, error, sent=progress.sent)
                 retryable = isinstance(error, httpx.TransportError) and (
                     may_resend or isinstance(error, _NOT_SENT)
                 )
@@ -222,6 +240,8 @@ class Transport:
                 )
                 if 200 <= status < 300:
                     return RawResponse(status, response.content)
+                # A 429 refused the request: this attempt had no effect.
+                progress.sent = sent_before if status == 429 else True
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 error_out = _wire.error_from_response(status, response.content)
                 if isinstance(error_out, exc.RateLimitError):
@@ -250,11 +270,11 @@ class Transport:
             )
 
     @staticmethod
-    def _connection_error(method: str, path: str, error: Exception) -> exc.FayError:
+    def _connection_error(method: str, path: str, error: Exception, *, sent: bool) -> exc.FayError:
         where = f"{method} {path}"
         if isinstance(error, httpx.TimeoutException):
             return exc.APITimeoutError(
-                f"{where} timed out ({_describe(error)})", method=method, path=path
+                f"{where} timed out ({_describe(error)})", method=method, path=path, sent=sent
             )
         if isinstance(error, httpx.DecodingError):
             return exc.UnexpectedResponseError(
@@ -264,5 +284,8 @@ class Transport:
         if isinstance(error, httpx.TooManyRedirects | httpx.UnsupportedProtocol | httpx.InvalidURL):
             return exc.ConfigurationError(f"{where}: {_describe(error)}; check the base URL")
         return exc.APIConnectionError(
-            f"{where}: could not talk to the Fay API ({_describe(error)})", method=method, path=path
+            f"{where}: could not talk to the Fay API ({_describe(error)})",
+            method=method,
+            path=path,
+            sent=sent,
         )

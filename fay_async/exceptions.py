@@ -5,7 +5,7 @@
     FayError
     ├── ConfigurationError                     missing API key, unusable base URL
     ├── InvalidRequestIdError (+ ValueError)   unsafe request id, refused before sending
-    ├── APIConnectionError                     network failure after retries
+    ├── APIConnectionError                     network failure after retries, .sent
     │   └── APITimeoutError (+ TimeoutError)
     ├── APIError                               .status_code .code .message .api_version .body
     │   ├── BadRequestError                    400
@@ -25,6 +25,12 @@
 
 Exceptions from httpx, json or cattrs never reach the caller: they are chained as
 ``__cause__`` of one of these.
+
+``APIConnectionError.sent`` (keyword-only, default True) is False when the request
+certainly had no effect: no attempt of it reached the service (the connection could not
+be made, or no pooled connection became free), or every one that did was refused with
+429. It is True when the request may have reached the service (a read timeout, a
+dropped connection, ...): after a create, the research may then exist.
 """
 
 from __future__ import annotations
@@ -73,12 +79,15 @@ class InvalidRequestIdError(FayError, ValueError):
 
 
 class APIConnectionError(FayError):
-    """The service could not be reached, or the connection failed, after all retries."""
+    """A network failure after all retries; ``sent`` is False if it certainly had no effect."""
 
-    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+    def __init__(
+        self, message: str, *, method: str = "", path: str = "", sent: bool = True
+    ) -> None:
         super().__init__(message)
         self.method = method
         self.path = path
+        self.sent = sent
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):

@@ -258,6 +258,64 @@ async def test_reads_and_stops_are_retried_after_any_transport_failure(
     assert stop.call_count == 2
 
 
+# --- was it sent? ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "sent"),
+    [
+        (httpx.ConnectError("connection refused"), False),
+        (httpx.ConnectTimeout("connect timed out"), False),
+        (httpx.PoolTimeout("no connection available"), False),
+        (httpx.ReadTimeout("read timed out"), True),
+        (httpx.WriteTimeout("write timed out"), True),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), True),
+        (httpx.ReadError("connection reset"), True),
+    ],
+    ids=lambda f: type(f).__name__ if isinstance(f, Exception) else str(f),
+)
+async def test_a_connection_error_says_whether_the_create_was_sent(
+    mock: respx.MockRouter, failure: Exception, sent: bool
+) -> None:
+    route = mock.post("/conversations").mock(side_effect=failure)
+    async with client(max_retries=2) as fay:
+        with pytest.raises(exceptions.APIConnectionError) as info:
+            await fay.create_conversation("prompt")
+    assert info.value.sent is sent
+    assert route.call_count == (1 if sent else 3)
+
+
+@pytest.mark.parametrize(
+    ("first", "sent"),
+    [
+        (httpx.ReadTimeout("read timed out"), True),
+        (httpx.Response(503), True),
+        (httpx.ConnectError("refused"), False),
+        (response(docs.RATE_LIMITED, 429, **{"Retry-After": "1"}), False),
+    ],
+    ids=["ReadTimeout", "http-503", "ConnectError", "http-429"],
+)
+async def test_sent_counts_every_attempt_not_only_the_last(
+    mock: respx.MockRouter, first: httpx.Response | Exception, sent: bool
+) -> None:
+    # A stop that timed out reading its answer may have stopped the research, even if
+    # the retry then could not connect; an attempt refused with 429 had no effect.
+    route = mock.post(f"/conversation/{docs.REQUEST_ID}/stop").mock(
+        side_effect=[first, httpx.ConnectError("refused")]
+    )
+    async with client(max_retries=1) as fay:
+        with pytest.raises(exceptions.APIConnectionError) as info:
+            await fay.stop_conversation(docs.REQUEST_ID)
+    assert route.call_count == 2
+    assert info.value.sent is sent
+
+
+def test_a_connection_error_is_taken_as_sent_unless_said_otherwise() -> None:
+    assert exceptions.APIConnectionError("down").sent is True
+    assert exceptions.APITimeoutError("slow").sent is True
+    assert exceptions.APITimeoutError("slow", sent=False).sent is False
+
+
 # --- the overall deadline ------------------------------------------------------------------
 
 
@@ -277,6 +335,7 @@ async def test_deadline_bounds_a_call_across_its_retries(mock: respx.MockRouter)
     assert anyio.current_time() - started == pytest.approx(100, abs=0.5)
     assert len(attempts) == 3
     assert isinstance(info.value, TimeoutError)
+    assert info.value.sent is True  # the last attempt was on its way when time ran out
 
 
 async def test_no_sleep_past_the_deadline(mock: respx.MockRouter) -> None:
@@ -364,6 +423,9 @@ async def test_every_httpx_exception_becomes_a_fay_error(
             await fay.get_status(docs.REQUEST_ID)
     expected = EXPECTED.get(cls.__name__, exceptions.APIConnectionError)
     assert type(info.value) is expected
+    if isinstance(info.value, exceptions.APIConnectionError):
+        not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+        assert info.value.sent is not isinstance(error, not_sent)
     assert info.value.__cause__ is error
     assert "GET /conversation/" in str(info.value)
     assert SECRET_KEY not in str(info.value)
