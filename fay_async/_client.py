@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import httpx
     from typing_extensions import Self
 
-__all__ = ["FayClient", "validate_request_id"]
+__all__ = ["FayClient", "check_create_arguments", "validate_request_id"]
 
 _FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")
 
@@ -121,6 +121,11 @@ def _resolve_api_key(api_key: str | None) -> str:
         raise ConfigurationError(
             "the API key contains white space or control characters; "
             "check for a stray newline or quote where it is set"
+        )
+    if not key.isascii():
+        raise ConfigurationError(
+            "the API key contains characters that are not ASCII (a typographic quote or "
+            "dash pasted with it, say); check where it is set"
         )
     return key
 
@@ -245,7 +250,7 @@ class FayClient:
         output_schema: Mapping[str, Any] | None = None,
     ) -> CreatedConversation:
         """Start a research (paid). Never sent twice: retried only if it surely never arrived."""
-        body = _checked_create_body(prompt, structured_output, output_schema)
+        body = check_create_arguments(prompt, structured_output, output_schema)
         result: CreatedConversation = await self._call(
             "POST",
             "/conversations",
@@ -311,13 +316,34 @@ def _path(request_id: str, action: str) -> str:
     return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"
 
 
-def _checked_create_body(
+def _unencodable(error: UnicodeEncodeError) -> str:
+    char = error.object[error.start : error.start + 1]
+    return (
+        f"it contains the lone surrogate {char!r}, the trace of bytes that were not UTF-8 "
+        "(read the text with its real encoding)"
+    )
+
+
+def check_create_arguments(
     prompt: object, structured_output: object, output_schema: object
 ) -> dict[str, Any]:
+    """Check the arguments of a create before anything is sent; return its JSON body.
+
+    Raises ``TypeError`` or ``ValueError`` with a message that names the argument: a
+    prompt that is not a non-empty string of valid Unicode text, a ``structured_output``
+    that is not a bool, an ``output_schema`` that is not a JSON-serialisable mapping of
+    valid Unicode text, or one given without ``structured_output=True``.
+    """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise ValueError("prompt is empty; give the research question as text")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"prompt is not valid Unicode text: {_unencodable(error)}, at position {error.start}"
+        ) from None
     if not isinstance(structured_output, bool):
         raise TypeError(
             f"structured_output must be True or False, got {type(structured_output).__name__}"
@@ -331,11 +357,21 @@ def _checked_create_body(
         if not structured_output:
             raise ValueError("output_schema is only used with structured_output=True")
         try:
-            json.dumps(output_schema, allow_nan=False)
+            text = json.dumps(output_schema, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as error:
             raise TypeError(f"output_schema is not JSON-serialisable: {error}") from None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"output_schema is not valid Unicode text: {_unencodable(error)}"
+            ) from None
     return _wire.create_body(
         prompt,
         structured_output=structured_output,
         output_schema=output_schema,
     )
+
+
+#: The former name, still imported by the batch runner.
+_checked_create_body = check_create_arguments

@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._client import FayClient, _checked_create_body, is_already_finished, validate_request_id
+from ._client import FayClient, check_create_arguments, is_already_finished, validate_request_id
 from ._models import ConversationInfo, ResearchResult, ResearchStatus, StopResult
 from ._polling import PollPolicy, StatusPoller, Watch
 from .exceptions import (
@@ -263,7 +263,7 @@ class ResearchManager:
         cleanup (or leaving the manager) can stop it.
         """
         self._check_open()
-        _checked_create_body(prompt, structured_output, output_schema)
+        check_create_arguments(prompt, structured_output, output_schema)
         return await self._create(prompt, structured_output, output_schema)
 
     async def _create(
@@ -470,7 +470,7 @@ class ResearchManager:
         """
         limit = _check_timeout(timeout)
         self._check_open()
-        _checked_create_body(prompt, structured_output, output_schema)
+        check_create_arguments(prompt, structured_output, output_schema)
         for name, hook in (("on_created", on_created), ("before_create", before_create)):
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be callable")

@@ -200,9 +200,7 @@ class Transport:
             sent_before = progress.sent
             progress.sent = True  # from here on this attempt may reach the service
             try:
-                response = await self.http.request(
-                    method, url, json=json, headers=self._headers, timeout=self._timeout
-                )
+                response = await self._send(method, path, url, json)
             except (
                 httpx.HTTPError,
                 httpx.InvalidURL,
@@ -262,6 +260,26 @@ class Transport:
                     raise error_out
             retries += 1
             await anyio.sleep(delay)
+
+    async def _send(
+        self, method: str, path: str, url: str, json: Mapping[str, Any] | None
+    ) -> httpx.Response:
+        try:
+            return await self.http.request(
+                method, url, json=json, headers=self._headers, timeout=self._timeout
+            )
+        except UnicodeError as error:
+            # A header value (default_headers, or those of a borrowed http_client) that is
+            # not ASCII, or text that is not valid Unicode. The cause is left out: its text
+            # would show the header value, which may be a secret.
+            encoding = getattr(error, "encoding", None)
+            how = f" as {encoding}" if encoding else ""
+            raise exc.ConfigurationError(
+                f"{method} {path}: the request could not be encoded{how} "
+                f"({getattr(error, 'reason', None) or type(error).__name__}): a header value "
+                "that is not ASCII (check default_headers and the http_client's headers) or "
+                "text that is not valid Unicode"
+            ) from None
 
     async def _take_slot(self, endpoint: Endpoint) -> None:
         if self.limiter is not None:

@@ -59,6 +59,15 @@ def test_key_with_white_space_is_refused_without_echoing_it(key: str) -> None:
     assert key.strip() not in str(info.value)
 
 
+@pytest.mark.parametrize("key", ["\u201cfake-key\u201d", "fake\u2013key", "fake-k\u00e9y"])
+def test_key_that_is_not_ascii_is_refused_without_echoing_it(key: str) -> None:
+    # A typographic quote or dash pasted with the key cannot go in an HTTP header.
+    with pytest.raises(exceptions.ConfigurationError, match="not ASCII") as info:
+        FayClient(key)
+    assert "fake" not in str(info.value)
+    assert "key" not in str(info.value).replace("API key", "")
+
+
 def test_key_must_be_a_string() -> None:
     with pytest.raises(exceptions.ConfigurationError, match="must be a string"):
         FayClient(12345)  # type: ignore[arg-type]
@@ -250,6 +259,20 @@ async def test_create_sends_the_documented_body(mock: respx.MockRouter) -> None:
             {"structured_output": True, "output_schema": {"x": float("nan")}},
             TypeError,
             "not JSON-serialisable",
+        ),
+        (("caf\udce9",), {}, ValueError, r"prompt is not valid Unicode text: .*'\\udce9'"),
+        (("\ud800 q",), {}, ValueError, "prompt is not valid Unicode text: .* position 0"),
+        (
+            ("p",),
+            {"structured_output": True, "output_schema": {"title": "x\ud800"}},
+            ValueError,
+            "output_schema is not valid Unicode text",
+        ),
+        (
+            ("p",),
+            {"structured_output": True, "output_schema": {"\udcff": 1}},
+            ValueError,
+            "output_schema is not valid Unicode text",
         ),
     ],
 )

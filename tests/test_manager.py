@@ -106,6 +106,10 @@ async def test_bad_prompts_are_refused_before_anything_is_sent(
         await manager.research(None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="only used with structured_output=True"):
         await manager.research("q", output_schema={"type": "object"})
+    with pytest.raises(ValueError, match="prompt is not valid Unicode text"):
+        await manager.research("caf\udce9")  # what argv makes of undecodable bytes
+    with pytest.raises(ValueError, match="prompt is not valid Unicode text"):
+        await manager.start_research("\ud800")
     assert emulator.calls == []
 
 

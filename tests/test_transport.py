@@ -431,6 +431,34 @@ async def test_every_httpx_exception_becomes_a_fay_error(
     assert SECRET_KEY not in str(info.value)
 
 
+async def test_a_header_that_is_not_ascii_is_a_configuration_error(
+    mock: respx.MockRouter,
+) -> None:
+    route = mock.get(STATUS_PATH).mock(return_value=response(docs.STATUS_PENDING))
+    async with client(default_headers={"X-Token": "s\u00e9cret-value"}) as fay:
+        with pytest.raises(exceptions.ConfigurationError, match="could not be encoded") as info:
+            await fay.get_status(docs.REQUEST_ID)
+    assert "ascii" in str(info.value)
+    assert "cret-value" not in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    assert not route.called
+
+
+async def test_a_body_that_is_not_valid_unicode_is_a_configuration_error(
+    mock: respx.MockRouter,
+) -> None:
+    # check_create_arguments refuses such a prompt first; the transport still never lets a
+    # UnicodeEncodeError out.
+    route = mock.post("/conversations").mock(return_value=response(docs.CREATED))
+    async with client() as fay:
+        with pytest.raises(exceptions.ConfigurationError, match="as utf-8"):
+            await fay._transport.request(
+                "POST", "/conversations", endpoint="create", json={"prompt": "\ud800"}
+            )
+    assert not route.called
+
+
 # --- logging and secrecy -------------------------------------------------------------------
 
 
