@@ -16,11 +16,17 @@ from ._models import (
     ConversationInfo,
     ConversationOutput,
     CreatedConversation,
+    ResearchStatus,
     StopResult,
 )
 from ._ratelimit import Endpoint, RateLimiter, RateLimits, coerce_limits
 from ._transport import RetryPolicy, Transport
-from .exceptions import APIError, ConfigurationError, InvalidRequestIdError
+from .exceptions import (
+    APIError,
+    ConfigurationError,
+    ConversationAlreadyCompletedError,
+    InvalidRequestIdError,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -291,15 +297,35 @@ class FayClient:
         info = await self.get_status(request_id)
         if info.status.is_terminal:
             return info
+        return await self._stop_reporting_ended(request_id)
+
+    async def _stop_reporting_ended(
+        self, request_id: str, *, trust_completed: bool = False
+    ) -> StopResult | ConversationInfo:
+        """Stop; a research the service refuses to stop because it had ended is reported.
+
+        Returns the service's :class:`StopResult`; or, when the refusal may mean "already
+        ended" (:func:`is_already_finished`) and a status check finds the research
+        terminal, that :class:`ConversationInfo`. With ``trust_completed``, the documented
+        CONVERSATION_ALREADY_COMPLETED answer is taken at its word: a COMPLETED
+        :class:`StopResult`, without spending a status check. Anything else raises the
+        stop's error.
+        """
         try:
             return await self.stop_conversation(request_id)
         except APIError as error:
+            if trust_completed and isinstance(error, ConversationAlreadyCompletedError):
+                return StopResult(
+                    request_id=request_id,
+                    status=ResearchStatus.COMPLETED,
+                    message="the research had already completed",
+                )
             if not is_already_finished(error):
                 raise
-            after = await self.get_status(request_id)
-            if after.status.is_terminal:
-                return after
-            raise
+            info = await self.get_status(request_id)
+            if not info.status.is_terminal:
+                raise
+            return info
 
 
 def is_already_finished(error: APIError) -> bool:

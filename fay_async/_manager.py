@@ -26,13 +26,11 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._client import FayClient, check_create_arguments, is_already_finished, validate_request_id
+from ._client import FayClient, check_create_arguments, validate_request_id
 from ._models import ConversationInfo, ResearchResult, ResearchStatus, StopResult
 from ._polling import PollPolicy, StatusPoller, Watch
 from .exceptions import (
-    APIError,
     APITimeoutError,
-    ConversationAlreadyCompletedError,
     FayError,
     NotTrackedError,
     ResearchFailedError,
@@ -631,25 +629,14 @@ class ResearchManager:
 
     async def _stop_remote(self, request_id: str) -> StopResult:
         """Stop; a research that had already ended is reported with its final status."""
-        try:
-            return await self.client.stop_conversation(request_id)
-        except ConversationAlreadyCompletedError:
-            return StopResult(
-                request_id=request_id,
-                status=ResearchStatus.COMPLETED,
-                message="the research had already completed",
-            )
-        except APIError as error:
-            if not is_already_finished(error):
-                raise
-            info = await self.client.get_status(request_id)
-            if not info.status.is_terminal:
-                raise
-            return StopResult(
-                request_id=request_id,
-                status=info.status,
-                message=f"the research had already ended ({info.status})",
-            )
+        outcome = await self.client._stop_reporting_ended(request_id, trust_completed=True)
+        if isinstance(outcome, StopResult):
+            return outcome
+        return StopResult(
+            request_id=request_id,
+            status=outcome.status,
+            message=f"the research had already ended ({outcome.status})",
+        )
 
 
 async def _settled(job: _Job[Any]) -> None:

@@ -420,6 +420,30 @@ async def test_stop_if_running_never_reads_auth_or_not_found_as_finished(
     assert status.call_count == 1
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("trust_completed", [False, True])
+async def test_a_stop_refused_as_already_completed_is_read_by_one_rule(
+    mock: respx.MockRouter, trust_completed: bool
+) -> None:
+    # The rule shared by stop_if_running and the manager's stops: the manager trusts the
+    # documented code (no status call spent), stop_if_running returns the research's info.
+    status = mock.get(STATUS_PATH).mock(return_value=ok(docs.STATUS_COMPLETED))
+    mock.post(STOP_PATH).mock(return_value=ok(docs.ALREADY_COMPLETED, 400))
+    async with FayClient(KEY) as fay:
+        outcome = await fay._stop_reporting_ended(docs.REQUEST_ID, trust_completed=trust_completed)
+    assert outcome.status is ResearchStatus.COMPLETED
+    if trust_completed:
+        assert outcome == StopResult(
+            request_id=docs.REQUEST_ID,
+            status=ResearchStatus.COMPLETED,
+            message="the research had already completed",
+        )
+        assert not status.called
+    else:
+        assert isinstance(outcome, ConversationInfo)
+        assert status.call_count == 1
+
+
 # --- lifetime ----------------------------------------------------------------------------------
 
 
