@@ -32,6 +32,7 @@ from ._polling import PollPolicy, StatusPoller, Watch
 from .exceptions import (
     APITimeoutError,
     FayError,
+    NotFoundError,
     NotTrackedError,
     ResearchFailedError,
     ResearchStoppedError,
@@ -110,7 +111,9 @@ class ResearchManager:
     A research leaves :attr:`active_requests` when it is seen to end (any terminal
     status), when it is stopped through the manager, and when :meth:`research` returns or
     raises (unless stopping it failed: then it stays, so that a later
-    :meth:`cancel_all_research` or the exit tries again). Waiting on an id the manager
+    :meth:`cancel_all_research` or the exit tries again; a stop answered 404 is not a
+    failure: the service does not know the research, so there is nothing to stop and it
+    leaves too). Waiting on an id the manager
     does not track works, but does not track it: use :meth:`track` for that.
     """
 
@@ -210,7 +213,11 @@ class ResearchManager:
             if self.cancel_on_exit and self._active:
                 with anyio.CancelScope(shield=True):
                     results = await self._cancel_all()
-                failed = {k: v for k, v in results.items() if not isinstance(v, StopResult)}
+                failed = {
+                    k: v
+                    for k, v in results.items()
+                    if not isinstance(v, (StopResult, NotFoundError))  # 404: nothing to stop
+                }
                 if failed:
                     logger.warning(
                         "%d of %d researches could not be stopped on exit: %s",
@@ -534,8 +541,9 @@ class ResearchManager:
         """Stop a tracked research and untrack it.
 
         An id that is not tracked raises :class:`NotTrackedError`. A research that had
-        already ended is reported with its real final status. Any other failure raises,
-        and the id stays tracked.
+        already ended is reported with its real final status. One the service does not
+        know raises :class:`NotFoundError` and is untracked: there is nothing to stop. Any
+        other failure raises, and the id stays tracked.
         """
         validate_request_id(request_id)
         self._check_open()
@@ -554,7 +562,10 @@ class ResearchManager:
         """Stop every tracked research concurrently; return each outcome; never raise.
 
         Waits until every stop settled (``max_concurrent_stops`` at a time, each within
-        ``stop_grace``), then untracks all of them, stopped or not.
+        ``stop_grace``), then untracks all of them, stopped or not. Each outcome is a
+        :class:`StopResult`, or the error of a stop that failed: a
+        :class:`NotFoundError` means the service does not know the research (nothing to
+        stop).
         """
         self._check_open()
         return await self._cancel_all()
@@ -622,6 +633,12 @@ class ResearchManager:
                 self._unstoppable.discard(request_id)
                 logger.info("research %s stopped (%s)", request_id, job.result.status)
                 running.poller.poll_soon(request_id)
+            elif isinstance(job.error, NotFoundError):
+                # The service does not know this research: there is nothing to stop, now
+                # or on a later try.
+                self._active.pop(request_id, None)
+                self._unstoppable.discard(request_id)
+                logger.info("research %s is not known to the service: nothing to stop", request_id)
             else:
                 self._unstoppable.add(request_id)
                 logger.warning("could not stop research %s: %s", request_id, job.error)
@@ -665,6 +682,14 @@ def _timeout_outcome(
     request_id = timed_out.request_id
     late = f"research {request_id} did not finish {_describe_limit(limit)}"
     stopped = job.result
+    if isinstance(job.error, NotFoundError):
+        return ResearchTimeoutError(
+            f"{late} (last status: {timed_out.last_status or 'unknown'}) and the service "
+            "does not know it (the stop was answered 404): there was nothing to stop",
+            request_id=request_id,
+            last_status=timed_out.last_status,
+            stopped=False,
+        )
     if stopped is None:
         return ResearchTimeoutError(
             f"{late} (last status: {timed_out.last_status or 'unknown'}) and stopping it failed "

@@ -363,11 +363,80 @@ async def test_a_failed_cancel_raises_and_keeps_the_id() -> None:
             await manager.cancel_research(request_id)
         assert request_id in manager.active_requests
         assert running(emulator) == [request_id]
-        emulator.inject_fault("stop", Fault.error(404, "REQUEST_NOT_FOUND", "Request not found"))
+        assert (await manager.cancel_research(request_id)).status is S.STOPPED
+        assert not manager.active_requests
+
+
+NOT_FOUND = Fault.error(404, "REQUEST_NOT_FOUND", "Request not found")
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_stop_answered_404_has_nothing_to_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="fay_async")
+    emulator = FayEmulator()
+    async with emulator.client(max_retries=0) as fay, ResearchManager(fay) as manager:
+        request_id = await manager.start_research("q")
+        emulator.inject_fault("stop", NOT_FOUND)
         with pytest.raises(NotFoundError):
             await manager.cancel_research(request_id)
-        assert request_id in manager.active_requests
-        assert (await manager.cancel_research(request_id)).status is S.STOPPED
+        assert request_id not in manager.active_requests  # settled, not to be retried
+    assert emulator.counts()["stop"] == 1  # the exit did not try again
+    assert warnings_of(caplog) == []
+    assert f"research {request_id} is not known to the service: nothing to stop" in caplog.text
+
+
+async def test_cancel_all_reports_a_404_as_not_found_and_does_not_retry_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    emulator = FayEmulator()
+    async with emulator.client(max_retries=0) as fay, ResearchManager(fay) as manager:
+        first = await manager.start_research("first")
+        second = await manager.start_research("second")
+        emulator.inject_fault("stop", NOT_FOUND)
+        results = await manager.cancel_all_research()
+        assert not manager.active_requests
+        [unknown] = [k for k, v in results.items() if isinstance(v, NotFoundError)]
+        [stopped] = [k for k, v in results.items() if isinstance(v, StopResult)]
+        assert {unknown, stopped} == {first, second}
+    assert emulator.counts()["stop"] == 2
+    assert warnings_of(caplog) == []
+
+
+async def test_a_404_on_the_stop_at_exit_is_not_a_failure(
+    emulator: FayEmulator, fay: FayClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with ResearchManager(fay) as manager:
+        await manager.start_research("q")
+        emulator.inject_fault("stop", NOT_FOUND)
+    assert emulator.counts()["stop"] == 1
+    assert warnings_of(caplog) == []
+
+
+async def test_resuming_an_id_the_service_does_not_know(
+    emulator: FayEmulator, manager: ResearchManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    unknown = "5a4a5c8e-0000-4000-8000-000000000000"
+    with pytest.raises(NotFoundError):
+        await manager.resume_research(unknown)
+    assert unknown not in manager.active_requests
+    assert emulator.counts()["stop"] == 1
+    assert [w for w in warnings_of(caplog) if "could not stop" in w] == []
+
+
+async def test_a_timeout_whose_stop_is_answered_404() -> None:
+    emulator = FayEmulator()
+    async with emulator.client(max_retries=0) as fay, ResearchManager(fay) as manager:
+        emulator.inject_fault("stop", NOT_FOUND)
+        with pytest.raises(ResearchTimeoutError) as info:
+            await manager.research("q", timeout=10)
+        assert info.value.stopped is False
+        assert "the service does not know it" in str(info.value)
+        assert isinstance(info.value.__cause__, NotFoundError)
         assert not manager.active_requests
 
 
