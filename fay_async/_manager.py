@@ -463,8 +463,11 @@ class ResearchManager:
         """Start a research, wait for it (at most ``timeout`` s), and return its output.
 
         On timeout the research is stopped and :class:`ResearchTimeoutError` raised
-        (``stopped=True``). If the caller is cancelled, the research is stopped and the
-        cancellation goes on. FAILED / STOPPED raise as in :meth:`wait_for_completion`.
+        (``stopped=True``), unless that stop finds it had just COMPLETED or FAILED: it is
+        then reported as if the wait had seen it end (its output returned, or
+        :class:`ResearchFailedError` raised). If the caller is cancelled, the research is
+        stopped and the cancellation goes on. FAILED / STOPPED raise as in
+        :meth:`wait_for_completion`.
         The timeout counts from the create (not the wait for a create slot) to the end of
         the research; fetching the output comes after it. ``on_created(request_id)`` (a
         function or coroutine function) is called once the research exists, to record its
@@ -510,14 +513,14 @@ class ResearchManager:
                 created = on_created(request_id)
                 if inspect.isawaitable(created):
                     await created
+            timed_out: ResearchTimeoutError | None = None
             try:
                 info = await self._wait(request_id, anyio.current_time() + limit, limit)
-            except ResearchTimeoutError as timed_out:
-                ended = True
-                job = self._stop_job_for(request_id)
-                await _settled(job)
-                raise _timeout_outcome(timed_out, job, limit) from job.error
+            except ResearchTimeoutError as error:
+                timed_out = error
             ended = True
+            if timed_out is not None:
+                info = await self._stop_after_timeout(timed_out, limit)
             info = _outcome(info)
             output = await self.client.get_output(request_id)
             return ResearchResult(info=info, output=output)
@@ -528,6 +531,22 @@ class ResearchManager:
         finally:
             if request_id not in self._stops:
                 self._release(request_id)
+
+    async def _stop_after_timeout(
+        self, timed_out: ResearchTimeoutError, limit: float
+    ) -> ConversationInfo:
+        """Stop a research that timed out and raise; or its info if it had just ended.
+
+        When the stop finds the research already COMPLETED or FAILED, the timeout lost the
+        race with the end: its status is fetched and it is reported as if the wait had
+        seen it end (its output is returned, or its failure raised).
+        """
+        request_id = timed_out.request_id
+        job = self._stop_job_for(request_id)
+        await _settled(job)
+        if job.result is None or job.result.status not in _ENDED_ON_ITS_OWN:
+            raise _timeout_outcome(timed_out, job, limit) from job.error
+        return await self.client.get_status(request_id)
 
     def _release(self, request_id: str) -> None:
         """Untrack a research that ended, unless stopping it failed (then it is retried)."""
@@ -656,6 +675,10 @@ class ResearchManager:
         )
 
 
+#: What a stop may find a research that ended without it: then it was not stopped.
+_ENDED_ON_ITS_OWN: Final = frozenset({ResearchStatus.COMPLETED, ResearchStatus.FAILED})
+
+
 async def _settled(job: _Job[Any]) -> None:
     """Wait for a job, immune to anyio cancellation (the job itself is bounded)."""
     with anyio.CancelScope(shield=True):
@@ -706,9 +729,9 @@ def _timeout_outcome(
             last_status=timed_out.last_status,
             stopped=True,
         )
-    hint = " (its output can still be fetched)" if stopped.status.value == "COMPLETED" else ""
     return ResearchTimeoutError(
-        f"{late}; it ended as {stopped.status} just as it was being stopped{hint}",
+        f"{late} (last status: {timed_out.last_status or 'unknown'}); the stop was answered "
+        f"with the status {stopped.status}, so it may not be stopped",
         request_id=request_id,
         last_status=stopped.status,
         stopped=False,

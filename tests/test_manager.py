@@ -31,6 +31,10 @@ from fay_async._manager import ActiveResearch, ResearchManager
 from fay_async._polling import PollPolicy
 from fay_async.testing import Fault, FayEmulator, Scenario
 
+from ._fake_fay import FakeFay
+from ._fake_fay import client as fake_client
+from ._fake_fay import ok as fake_ok
+
 pytestmark = pytest.mark.anyio
 
 S = ResearchStatus
@@ -281,18 +285,67 @@ async def test_research_timeout_when_the_stop_fails_keeps_it_tracked() -> None:
     assert emulator.research(request_id).status is S.STOPPED
 
 
-async def test_research_that_ends_as_the_timeout_hits() -> None:
-    # The deadline falls between two polls, after the research completed: the stop finds
-    # it COMPLETED, which is reported instead of claiming it was stopped.
+RACE_POLICY = PollPolicy(jitter=0, processing_first=8.0, processing_max=8.0, pending_first=8.0)
+
+
+async def test_research_that_completes_as_the_timeout_hits_returns_its_output() -> None:
+    # The deadline (22 s) falls between two polls (16 s, 24 s), after the research
+    # completed (20 s): the stop finds it COMPLETED, and the paid output is returned.
     emulator = FayEmulator(scenario=Scenario(pending_s=0.0, processing_s=20.0))
-    policy = PollPolicy(jitter=0, processing_first=8.0, processing_max=8.0, pending_first=8.0)
-    async with emulator.client() as fay, ResearchManager(fay, poll_policy=policy) as manager:
-        with pytest.raises(ResearchTimeoutError) as info:
+    async with (
+        emulator.client() as fay,
+        ResearchManager(fay, poll_policy=RACE_POLICY) as manager,
+    ):
+        result = await manager.research("q", timeout=22)
+        assert anyio.current_time() == pytest.approx(22.0)
+        assert not manager.active_requests
+    assert result.info.status is S.COMPLETED
+    assert result.text == emulator.research(result.request_id).output
+    assert emulator.research(result.request_id).status is S.COMPLETED
+    counts = emulator.counts()
+    assert (counts["stop"], counts["output"]) == (1, 1)
+
+
+async def test_resume_that_completes_as_the_timeout_hits_returns_its_output() -> None:
+    emulator = FayEmulator(scenario=Scenario(pending_s=0.0, processing_s=20.0))
+    async with (
+        emulator.client() as fay,
+        ResearchManager(fay, poll_policy=RACE_POLICY) as manager,
+    ):
+        created = await fay.create_conversation("q")
+        result = await manager.resume_research(created.request_id, timeout=22)
+    assert result.info.status is S.COMPLETED
+    assert result.text == emulator.research(created.request_id).output
+
+
+async def test_research_that_fails_as_the_timeout_hits_raises_its_failure() -> None:
+    scenario = Scenario(
+        pending_s=0.0, processing_s=20.0, outcome=S.FAILED, error_message="agent crashed"
+    )
+    emulator = FayEmulator(scenario=scenario)
+    async with (
+        emulator.client() as fay,
+        ResearchManager(fay, poll_policy=RACE_POLICY) as manager,
+    ):
+        with pytest.raises(ResearchFailedError) as info:
             await manager.research("q", timeout=22)
+        assert not manager.active_requests
+    assert info.value.error_message == "agent crashed"
+    assert emulator.counts()["output"] == 0
+
+
+async def test_a_timeout_whose_stop_answers_an_unexpected_status() -> None:
+    fake = FakeFay()
+    with fake.mocked():
+        async with fake_client() as fay, ResearchManager(fay) as manager:
+            fake.faults["stop"].append(
+                fake_ok({"request_id": "req-00001", "status": "STOPPING", "message": "soon"})
+            )
+            with pytest.raises(ResearchTimeoutError) as info:
+                await manager.research("q", timeout=10)
     assert info.value.stopped is False
-    assert info.value.last_status is S.COMPLETED
-    assert "output can still be fetched" in str(info.value)
-    assert emulator.research(info.value.request_id).status is S.COMPLETED
+    assert info.value.last_status == "STOPPING"
+    assert "answered with the status STOPPING, so it may not be stopped" in str(info.value)
 
 
 # --- Cancel one -----------------------------------------------------------------------------
