@@ -241,9 +241,15 @@ class FayClient:
         *,
         json_body: Mapping[str, Any] | None = None,
         may_resend: bool = True,
+        slot_taken: bool = False,
     ) -> Any:
         response = await self._transport.request(
-            method, path, endpoint=endpoint, json=json_body, may_resend=may_resend
+            method,
+            path,
+            endpoint=endpoint,
+            json=json_body,
+            may_resend=may_resend,
+            slot_taken=slot_taken,
         )
         data = _wire.decode_envelope(response.status_code, response.content)
         return _wire.structure(response.status_code, data, model, response.content)
@@ -256,6 +262,27 @@ class FayClient:
         output_schema: Mapping[str, Any] | None = None,
     ) -> CreatedConversation:
         """Start a research (paid). Never sent twice: retried only if it surely never arrived."""
+        return await self._create_conversation(
+            prompt,
+            structured_output=structured_output,
+            output_schema=output_schema,
+            slot_taken=False,
+        )
+
+    async def _create_conversation(
+        self,
+        prompt: str,
+        *,
+        structured_output: bool,
+        output_schema: Mapping[str, Any] | None,
+        slot_taken: bool,
+    ) -> CreatedConversation:
+        """:meth:`create_conversation`; ``slot_taken``: its budget slot is already taken.
+
+        A caller that must not be held once the create is sent (the manager sends it
+        shielded) takes the slot first, where waiting for it can be cancelled, from
+        :attr:`rate_limiter`, and passes ``slot_taken=True``.
+        """
         body = check_create_arguments(prompt, structured_output, output_schema)
         result: CreatedConversation = await self._call(
             "POST",
@@ -264,6 +291,7 @@ class FayClient:
             CreatedConversation,
             json_body=body,
             may_resend=False,
+            slot_taken=slot_taken,
         )
         return result
 

@@ -67,8 +67,6 @@ class _Running:
     poller: StatusPoller
     poller_scope: anyio.CancelScope
     stop_slots: anyio.CapacityLimiter
-    create_gate: anyio.Lock
-    create_settled: anyio.Event
 
 
 @attrs.define(eq=False)
@@ -154,7 +152,6 @@ class ResearchManager:
         self._stops: dict[str, _Job[StopResult]] = {}
         self._unstoppable: set[str] = set()
         self._state = "new"
-        self._creating = 0
         self._running: _Running | None = None
 
     # --- the registry -----------------------------------------------------------------------
@@ -193,8 +190,6 @@ class ResearchManager:
                 poller=poller,
                 poller_scope=poller_scope,
                 stop_slots=anyio.CapacityLimiter(self.max_concurrent_stops),
-                create_gate=anyio.Lock(),
-                create_settled=anyio.Event(),
             )
         self._state = "open"
         return self
@@ -263,9 +258,10 @@ class ResearchManager:
         """Create a research (paid), track it, and return its request id.
 
         Waits for a create slot when the client's budget is spent (unless
-        ``RateLimits(wait_for_create=False)``). Once the create is sent it completes and
-        the research is tracked even if the caller is cancelled meanwhile, so the caller's
-        cleanup (or leaving the manager) can stop it.
+        ``RateLimits(wait_for_create=False)``); a cancellation ends that wait at once.
+        Once the create is sent it completes and the research is tracked even if the
+        caller is cancelled meanwhile, so the caller's cleanup (or leaving the manager)
+        can stop it.
         """
         self._check_open()
         check_create_arguments(prompt, structured_output, output_schema)
@@ -278,15 +274,17 @@ class ResearchManager:
         output_schema: Mapping[str, Any] | None,
         before_create: Callable[[], object] | None = None,
     ) -> str:
-        await self._wait_for_create_slot()
+        limiter = self.client.rate_limiter
+        if limiter is not None:
+            # The create's slot in the client's budget is taken here, where a cancellation
+            # ends the wait at once; the create itself is sent shielded, and must not wait
+            # there for a slot that someone else using the client took meanwhile.
+            await limiter.acquire("create", wait=limiter.limits.wait_for_create)
         running = self._check_open()  # it may have closed during the wait
         if before_create is not None:
             before_create()
         job: _Job[str] = _Job()
-        self._creating += 1
-        running.tg.start_soon(
-            self._run_create, running, job, prompt, structured_output, output_schema
-        )
+        running.tg.start_soon(self._run_create, job, prompt, structured_output, output_schema)
         try:
             with anyio.CancelScope(shield=True):
                 await job.done.wait()
@@ -301,28 +299,8 @@ class ResearchManager:
         assert job.result is not None  # noqa: S101 - a create job ends with one of the two
         return job.result
 
-    async def _wait_for_create_slot(self) -> None:
-        """Wait (FIFO) until a create would get a slot at once, counting creates in flight.
-
-        The client would wait for its slot too, but inside its per-call deadline and inside
-        the shield that protects a create that was sent: waiting here keeps a cancellation
-        during the wait free and immediate.
-        """
-        limiter = self.client.rate_limiter
-        running = self._check_open()
-        if limiter is None or not limiter.limits.wait_for_create:
-            return
-        async with running.create_gate:
-            while limiter.available("create") - self._creating < 1:
-                wait = limiter.next_free("create")
-                if wait > 0:
-                    await anyio.sleep(wait)
-                else:  # the free slots are promised to creates in flight: wait for one
-                    await running.create_settled.wait()
-
     async def _run_create(
         self,
-        running: _Running,
         job: _Job[str],
         prompt: str,
         structured_output: bool,
@@ -330,8 +308,11 @@ class ResearchManager:
     ) -> None:
         try:
             with anyio.CancelScope(shield=True):
-                created = await self.client.create_conversation(
-                    prompt, structured_output=structured_output, output_schema=output_schema
+                created = await self.client._create_conversation(
+                    prompt,
+                    structured_output=structured_output,
+                    output_schema=output_schema,
+                    slot_taken=True,
                 )
                 self._active[created.request_id] = ActiveResearch(
                     request_id=created.request_id,
@@ -346,9 +327,6 @@ class ResearchManager:
             if job.abandoned:
                 logger.warning("a create whose caller was cancelled failed: %s", error)
         finally:
-            self._creating -= 1
-            running.create_settled.set()
-            running.create_settled = anyio.Event()
             job.done.set()
         request_id = job.result
         if request_id is not None and (

@@ -147,17 +147,21 @@ class Transport:
         endpoint: Endpoint,
         json: Mapping[str, Any] | None = None,
         may_resend: bool = True,
+        slot_taken: bool = False,
     ) -> RawResponse:
         """Send one logical request; retry what is safe to retry; return a 2xx answer.
 
         ``may_resend=False`` (create) retries only when the request certainly never
         reached the service: the connection failed, or the service answered 429.
+        ``slot_taken=True``: the caller has already taken the first attempt's slot in the
+        client-side budget (a retry still takes one of its own).
         """
         if self.closed:
             raise exc.ConfigurationError("this FayClient is closed; create a new one")
         # The wait for a slot in the client-side budget comes before the deadline starts:
         # the deadline bounds the work on the wire, not the queue for the right to send.
-        await self._take_slot(endpoint)
+        if not slot_taken:
+            await self._take_slot(endpoint)
         progress = _Progress()
         if self._deadline is None:
             return await self._attempts(

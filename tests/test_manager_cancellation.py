@@ -68,6 +68,47 @@ async def test_cancel_while_waiting_for_a_create_slot() -> None:
         assert emulator.counts()["stop"] == 0
 
 
+async def test_cancel_is_prompt_when_another_caller_took_the_create_slot() -> None:
+    # research() and a direct create on the same client compete for one create slot. If
+    # the other caller gets it, research() waits for the next one (an hour later) and a
+    # cancellation must end that wait at once, not after the hour.
+    emulator = FayEmulator(scenario=Scenario(pending_s=50.0, processing_s=12.0))
+    async with (
+        emulator.client(rate_limits=RateLimits(create=1)) as fay,
+        ResearchManager(fay) as manager,
+    ):
+        ended: list[float] = []
+
+        async def via_manager() -> None:
+            ended.append(await cancel_research_at(manager, 0.5, timeout=100))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(via_manager)
+            tg.start_soon(fay.create_conversation, "another caller on the same client")
+            await anyio.sleep(1.0)
+            assert ended == [pytest.approx(0.5)]
+            tg.cancel_scope.cancel()  # the other caller, if it is still waiting
+        assert not manager.active_requests
+    assert emulator.counts()["create"] == 1
+
+
+async def test_a_create_slot_is_taken_once_per_create() -> None:
+    # The manager takes the slot and the client sends the create without another one:
+    # two creates on a budget of two go out at once.
+    emulator = FayEmulator()
+    async with (
+        emulator.client(rate_limits=RateLimits(create=2)) as fay,
+        ResearchManager(fay) as manager,
+    ):
+        start = anyio.current_time()
+        await manager.start_research("first")
+        await manager.start_research("second")
+        assert anyio.current_time() == start
+        limiter = fay.rate_limiter
+        assert limiter is not None
+        assert limiter.available("create") == 0
+
+
 async def test_cancel_during_the_create(emulator: FayEmulator, manager: ResearchManager) -> None:
     emulator.inject_fault("create", Fault.latency(5.0))  # created on arrival, answered late
     ended = await cancel_research_at(manager, 1.0)
