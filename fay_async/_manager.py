@@ -446,10 +446,16 @@ class ResearchManager:
         :class:`ResearchFailedError` raised). If the caller is cancelled, the research is
         stopped and the cancellation goes on. FAILED / STOPPED raise as in
         :meth:`wait_for_completion`.
-        The timeout counts from the create (not the wait for a create slot) to the end of
-        the research; fetching the output comes after it. ``on_created(request_id)`` (a
-        function or coroutine function) is called once the research exists, to record its
-        id; if it raises, the research is stopped and the error propagates.
+
+        ``timeout`` bounds only the wait for the research to end. It starts once the
+        create has been answered and ``on_created`` has returned: the wait for a create
+        slot, the create itself and ``on_created`` are not counted, nor are what comes
+        after the wait (fetching the output, or the stop after a timeout, which
+        ``stop_grace`` bounds).
+
+        ``on_created(request_id)`` (a function or coroutine function) is called once the
+        research exists, to record its id; if it raises, the research is stopped and the
+        error propagates.
         ``before_create()`` (a plain function) is called just before the create is sent,
         after any wait for a create slot: a journal marks there that a research may exist
         from then on, even if the process dies before the answer arrives.

@@ -132,5 +132,5 @@ class ResearchResult:
 
     @property
     def text(self) -> str | dict[str, Any]:
-        """The output itself: Markdown text, or a JSON object for structured output."""
+        """The output: Markdown text (a ``str``), or a ``dict`` for structured output."""
         return self.output.output

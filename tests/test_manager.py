@@ -927,6 +927,25 @@ async def test_before_create_runs_after_the_slot_wait_and_before_sending(
     assert created_before == 1  # and before the second research existed
 
 
+async def test_the_timeout_starts_once_the_create_answered_and_on_created_returned() -> None:
+    # The create is answered after 5 s and on_created takes 20 s more: the 10-s timeout
+    # runs from 25 s to 35 s, and the research, done at 30 s, is seen within it. Counted
+    # from the create (deadline 10 s or 15 s), it would have timed out.
+    emulator = FayEmulator(scenario=Scenario(pending_s=10.0, processing_s=20.0))
+    emulator.inject_fault("create", Fault.latency(5.0))
+
+    async def created(request_id: str) -> None:
+        await anyio.sleep(20.0)
+
+    policy = PollPolicy(jitter=0)
+    async with emulator.client() as fay, ResearchManager(fay, poll_policy=policy) as manager:
+        start = anyio.current_time()
+        result = await manager.research("q", timeout=10, on_created=created)
+        assert 30.0 <= anyio.current_time() - start <= 35.0
+    assert result.info.status is S.COMPLETED
+    assert emulator.counts()["stop"] == 0
+
+
 async def test_a_failing_on_created_stops_the_research(
     emulator: FayEmulator, manager: ResearchManager
 ) -> None:
