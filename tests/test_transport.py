@@ -164,6 +164,7 @@ async def test_rate_limit_without_retry_after_uses_backoff(mock: respx.MockRoute
             await fay.get_status(docs.REQUEST_ID)
     assert route.call_count == 3
     assert info.value.retry_after is None
+    assert "retry after" not in str(info.value)
 
 
 @pytest.mark.parametrize(
