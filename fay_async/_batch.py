@@ -15,7 +15,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._client import _checked_create_body
+from ._client import check_create_arguments
 from ._journal import BatchInputError, BatchItem, Journal
 from ._models import ResearchStatus
 from .exceptions import (
@@ -220,7 +220,7 @@ class ResearchMany:
         request_id = self._resume.get(item.key)
         if request_id is None:
             try:
-                _checked_create_body(item.prompt, item.structured_output, item.output_schema)
+                check_create_arguments(item.prompt, item.structured_output, item.output_schema)
             except (TypeError, ValueError) as error:
                 return BatchResult(
                     item=item,

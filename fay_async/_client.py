@@ -425,7 +425,3 @@ def check_create_arguments(
         structured_output=structured_output,
         output_schema=output_schema,
     )
-
-
-#: The former name, still imported by the batch runner.
-_checked_create_body = check_create_arguments
