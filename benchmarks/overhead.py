@@ -1,0 +1,294 @@
+"""Call overhead: ``FayClient.get_status`` against raw ``httpx`` + ``json.loads``.
+
+Both sides make the same GET of the same research's status against one emulator served
+from a child process on a loopback socket, through two ``httpx.AsyncClient`` with the same
+connection limits (``FayClient`` borrows its client), in the same event loop. The sides
+take turns in short blocks (raw then FayClient, then FayClient then raw, ...): each pair
+of neighbouring blocks gives one ratio, so a slow patch of the machine hits both sides of
+a pair alike. Each block is timed with ``time.perf_counter`` (wall) and
+``time.process_time`` (this process's CPU: the client's own work, the server's excluded).
+The figures are the medians over the blocks, and the median of the per-pair ratios.
+
+A second, in-memory figure runs both sides on ``httpx.MockTransport`` (no socket, no
+server): what is left is the client's own work per call, and the difference between the
+two sides is the CPU that FayClient adds to a call (request id check, deadline scope,
+envelope and model decoding).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import attrs
+import httpx
+
+from fay_async import FayClient
+
+from ._common import API_KEY, Row, check, median, quartiles, served_emulator
+
+TARGET_RATIO = 1.15
+
+Call = Callable[[], Coroutine[Any, Any, object]]
+
+
+@attrs.frozen(kw_only=True)
+class Sizes:
+    """How much to measure, by concurrency: calls per block and pairs of blocks.
+
+    ``warm`` is how many calls per connection warm each side up before it is timed (on a
+    socket); ``memory_warm`` how many calls warm the in-memory run.
+    """
+
+    calls: dict[int, int]
+    pairs: dict[int, int]
+    warm: int
+    memory_calls: int
+    memory_pairs: int
+    memory_warm: int
+
+
+FULL = Sizes(
+    calls={1: 40, 32: 320},
+    pairs={1: 60, 32: 20},
+    warm=8,
+    memory_calls=200,
+    memory_pairs=15,
+    memory_warm=160,
+)
+QUICK = Sizes(
+    calls={1: 5, 32: 32},
+    pairs={1: 2, 32: 2},
+    warm=0,
+    memory_calls=10,
+    memory_pairs=2,
+    memory_warm=5,
+)
+
+
+@attrs.frozen
+class Block:
+    """One timed block: seconds of wall time and of CPU time per call."""
+
+    wall: float
+    cpu: float
+
+
+def _limits(concurrency: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: building one per client takes a while, and no
+    connection here uses it (every URL is plain http on 127.0.0.1)."""
+    return ssl.create_default_context()
+
+
+def _http(concurrency: int, **options: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(limits=_limits(concurrency), verify=_tls(), **options)
+
+
+async def _block(calls: int, concurrency: int, one: Call) -> Block:
+    """``calls`` calls of ``one`` by ``concurrency`` workers; per-call wall and CPU time."""
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await one()
+
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    async with anyio.create_task_group() as group:
+        for _ in range(concurrency):
+            group.start_soon(worker)
+    return Block((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls)
+
+
+async def _warm(concurrency: int, rounds: int, one: Call) -> None:
+    """Open every connection of the pool and warm the caches on both ends."""
+    async with anyio.create_task_group() as group:
+        for _ in range(concurrency):
+            group.start_soon(one)
+    if rounds:
+        await _block(concurrency * rounds, concurrency, one)
+
+
+async def _pairs(
+    raw: Call, fay: Call, calls: int, pairs: int, concurrency: int, warm: int
+) -> tuple[list[Block], list[Block]]:
+    """Alternate blocks of the two sides; the order flips from one pair to the next."""
+    await _warm(concurrency, warm, raw)
+    await _warm(concurrency, warm, fay)
+    raw_blocks: list[Block] = []
+    fay_blocks: list[Block] = []
+    # Everything alive now lives to the end: frozen, the collection before each block
+    # (and any collection inside one) only looks at what the calls themselves made.
+    gc.collect()
+    gc.freeze()
+    try:
+        for pair in range(pairs):
+            if pair % 2:
+                fay_blocks.append(await _block(calls, concurrency, fay))
+                raw_blocks.append(await _block(calls, concurrency, raw))
+            else:
+                raw_blocks.append(await _block(calls, concurrency, raw))
+                fay_blocks.append(await _block(calls, concurrency, fay))
+    finally:
+        gc.unfreeze()
+    return raw_blocks, fay_blocks
+
+
+def _ratio_rows(
+    name: str, raw_blocks: list[Block], fay_blocks: list[Block], *, target: bool
+) -> list[Row]:
+    rows: list[Row] = []
+    for kind, unit_note in (("wall", "wall time"), ("cpu", "client CPU time")):
+        raw_values = [getattr(b, kind) for b in raw_blocks]
+        fay_values = [getattr(b, kind) for b in fay_blocks]
+        ratios = [f / r for f, r in zip(fay_values, raw_values, strict=True)]
+        ratio = median(ratios)
+        low, high = quartiles(ratios)
+        rows += [
+            Row(
+                benchmark=name,
+                metric=f"raw httpx, {unit_note} per call",
+                value=median(raw_values) * 1e6,
+                unit="us",
+            ),
+            Row(
+                benchmark=name,
+                metric=f"FayClient, {unit_note} per call",
+                value=median(fay_values) * 1e6,
+                unit="us",
+            ),
+            Row(
+                benchmark=name,
+                metric=f"FayClient / raw ({kind})",
+                value=ratio,
+                unit="x",
+                target=f"<= {TARGET_RATIO}" if target else "",
+                ok=check(ratio, TARGET_RATIO) if target else None,
+                note=f"IQR {low:.3f}-{high:.3f} over {len(ratios)} pairs",
+            ),
+        ]
+    return rows
+
+
+async def _socket(base_url: str, concurrency: int, sizes: Sizes) -> list[Row]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with _http(1) as setup:
+        answer = await setup.post(
+            f"{base_url}/api/v1/conversations", json={"prompt": "benchmark"}, headers=headers
+        )
+        request_id = answer.json()["data"]["request_id"]
+    url = f"{base_url}/api/v1/conversation/{request_id}/status"
+
+    async with (
+        _http(concurrency) as raw_http,
+        _http(concurrency) as fay_http,
+        FayClient(API_KEY, base_url=base_url, http_client=fay_http) as fay,
+    ):
+
+        async def raw_call() -> object:
+            response = await raw_http.get(url, headers=headers)
+            return json.loads(response.content)["data"]
+
+        async def fay_call() -> object:
+            return await fay.get_status(request_id)
+
+        raw_blocks, fay_blocks = await _pairs(
+            raw_call,
+            fay_call,
+            sizes.calls[concurrency],
+            sizes.pairs[concurrency],
+            concurrency,
+            sizes.warm,
+        )
+    return _ratio_rows(f"overhead c={concurrency}", raw_blocks, fay_blocks, target=True)
+
+
+async def _in_memory(body: bytes, sizes: Sizes) -> list[Row]:
+    """Both sides on one in-memory transport: the client's own CPU per call."""
+    request_id = json.loads(body)["data"]["request_id"]
+
+    def answer(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    base_url = "http://127.0.0.1:9"  # never connected to: the transport answers
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    url = f"{base_url}/api/v1/conversation/{request_id}/status"
+    transport = httpx.MockTransport(answer)
+    async with (
+        _http(1, transport=transport) as raw_http,
+        _http(1, transport=transport) as fay_http,
+        FayClient(API_KEY, base_url=base_url, http_client=fay_http) as fay,
+    ):
+
+        async def raw_call() -> object:
+            response = await raw_http.get(url, headers=headers)
+            return json.loads(response.content)["data"]
+
+        async def fay_call() -> object:
+            return await fay.get_status(request_id)
+
+        raw_blocks, fay_blocks = await _pairs(
+            raw_call, fay_call, sizes.memory_calls, sizes.memory_pairs, 1, sizes.memory_warm
+        )
+    extra = median([f.cpu - r.cpu for f, r in zip(fay_blocks, raw_blocks, strict=True)])
+    name = "overhead in-memory"
+    return [
+        Row(
+            benchmark=name,
+            metric="raw httpx, CPU per call",
+            value=median([b.cpu for b in raw_blocks]) * 1e6,
+            unit="us",
+        ),
+        Row(
+            benchmark=name,
+            metric="FayClient, CPU per call",
+            value=median([b.cpu for b in fay_blocks]) * 1e6,
+            unit="us",
+        ),
+        Row(
+            benchmark=name,
+            metric="CPU FayClient adds per call",
+            value=extra * 1e6,
+            unit="us",
+            note="no socket, no server: httpx.MockTransport",
+        ),
+    ]
+
+
+async def _status_body(base_url: str) -> bytes:
+    """A real status answer of the emulator, for the in-memory transport to replay."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with _http(1) as http:
+        created = await http.post(
+            f"{base_url}/api/v1/conversations", json={"prompt": "benchmark"}, headers=headers
+        )
+        request_id = created.json()["data"]["request_id"]
+        status = await http.get(
+            f"{base_url}/api/v1/conversation/{request_id}/status", headers=headers
+        )
+        return status.content
+
+
+def run(*, quick: bool) -> list[Row]:
+    """Every overhead figure: on a socket at each concurrency, then in memory."""
+    sizes = QUICK if quick else FULL
+    rows: list[Row] = []
+    with served_emulator() as base_url:
+        for concurrency in sorted(sizes.calls):
+            rows += anyio.run(_socket, base_url, concurrency, sizes)
+        body = anyio.run(_status_body, base_url)
+    rows += anyio.run(_in_memory, body, sizes)
+    return rows
