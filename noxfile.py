@@ -43,3 +43,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     _install(session, "typecheck", extras="[cli]")
     session.run("mypy", "--strict", "fay_async")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks at full size, about two minutes (not part of the default check).
+
+    Arguments go to the runner: ``nox -s bench -- --quick`` or ``-- --only overhead``.
+    """
+    _install(session, "test")
+    session.run("python", "-m", "benchmarks", *session.posargs)
