@@ -359,8 +359,11 @@ class ResearchManager:
         watch = self._subscribe(poller, request_id)
         info: ConversationInfo | None = None
         try:
-            with anyio.CancelScope(deadline=deadline):
+            if math.isinf(deadline):  # no limit: no scope (it costs ~600 B per waiter)
                 info = await watch.wait_settled()
+            else:
+                with anyio.CancelScope(deadline=deadline):
+                    info = await watch.wait_settled()
         finally:
             poller.unsubscribe(watch)
         if info is None:
@@ -635,7 +638,13 @@ class ResearchManager:
                 self._active.pop(request_id, None)
                 self._unstoppable.discard(request_id)
                 logger.info("research %s stopped (%s)", request_id, job.result.status)
-                running.poller.poll_soon(request_id)
+                if job.result.status is ResearchStatus.STOPPED and self._state == "open":
+                    with anyio.CancelScope(shield=True):
+                        settled = await running.poller.settle(request_id, job.result.status)
+                    if not settled:
+                        running.poller.poll_soon(request_id)
+                else:
+                    running.poller.poll_soon(request_id)
             elif isinstance(job.error, NotFoundError):
                 # The service does not know this research: there is nothing to stop, now
                 # or on a later try.

@@ -252,6 +252,31 @@ class StatusPoller:
         if watch.interest <= 0 and not watch.in_flight:
             self._forget(watch)
 
+    async def settle(self, request_id: str, status: ResearchStatus) -> bool:
+        """Record a terminal status learnt without a check (a stop the service confirmed).
+
+        Waiters and observers see it as if a check had returned it (the info keeps the
+        fields of the last check, with the new status). False when nobody watches the
+        research or a check is in flight (then :meth:`poll_soon` is the way).
+        """
+        watch = self._watches.get(request_id)
+        if watch is None or watch.settled or watch.in_flight:
+            return False
+        if watch.info is not None:
+            info = attrs.evolve(watch.info, status=status)
+        else:
+            info = ConversationInfo(request_id=request_id, status=status)
+        previous = watch.status
+        watch.status = status
+        watch.checks = 0
+        if self._on_change is not None and status != previous:
+            await self._on_change(info, previous)
+        self._remember(info)
+        watch.info = info
+        watch.notify()
+        self._forget(watch)
+        return True
+
     def poll_soon(self, request_id: str) -> None:
         """Check ``request_id`` again as soon as the budget allows (if anyone is watching)."""
         watch = self._watches.get(request_id)

@@ -1023,3 +1023,32 @@ async def test_a_refused_stop_of_a_running_research_raises(
     assert info.value.status_code == 409
     assert request_id in manager.active_requests
     assert running(emulator) == [request_id]
+
+
+async def test_waiters_learn_of_a_confirmed_stop_without_another_status_check(
+    emulator: FayEmulator, fay: FayClient
+) -> None:
+    changes: list[str] = []
+
+    def changed(info: ConversationInfo) -> None:
+        changes.append(info.status.value)
+
+    async with ResearchManager(fay, on_status_change=changed) as manager:
+        request_id = await manager.start_research("to be cancelled")
+        errors: list[BaseException] = []
+
+        async def waiter() -> None:
+            try:
+                await manager.wait_for_completion(request_id)
+            except ResearchStoppedError as error:
+                errors.append(error)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiter)
+            await anyio.sleep(4.0)  # one check has seen it PENDING
+            checks = emulator.counts()["status"]
+            stopped = await manager.cancel_research(request_id)
+        assert stopped.status is S.STOPPED
+        assert [type(e) for e in errors] == [ResearchStoppedError]
+        assert emulator.counts()["status"] == checks  # the stop's answer was enough
+        assert changes == ["STOPPED"]  # observers hear of it too
