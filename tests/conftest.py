@@ -8,11 +8,15 @@ use the ``real_time`` marker, which keeps the clocks real.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import looptime
 import pytest
 import trio.testing
+
+from fay_async import FayClient, ResearchManager
+from fay_async.testing import FayEmulator
 
 API_KEY = "test-key-not-a-real-secret"
 
@@ -55,3 +59,17 @@ def _no_fay_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see a developer's real key or base URL."""
     for name in ("FAY_API_KEY", "FAY_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def fay(emulator: FayEmulator) -> AsyncIterator[FayClient]:
+    """A client of the test module's ``emulator`` fixture, in-process."""
+    async with emulator.client() as client:
+        yield client
+
+
+@pytest.fixture
+async def manager(fay: FayClient) -> AsyncIterator[ResearchManager]:
+    """An open ResearchManager on ``fay``."""
+    async with ResearchManager(fay) as manager:
+        yield manager

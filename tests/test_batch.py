@@ -15,6 +15,8 @@ from fay_async._journal import BatchInputError, BatchItem, Journal
 from fay_async._manager import ResearchManager
 from fay_async.testing import Fault, FayEmulator, Scenario
 
+from ._emulated import running
+
 pytestmark = pytest.mark.anyio
 
 
@@ -36,10 +38,6 @@ def emulator() -> FayEmulator:
 async def manager(emulator: FayEmulator) -> AsyncIterator[ResearchManager]:
     async with emulator.client() as client, ResearchManager(client) as manager:
         yield manager
-
-
-def running(emulator: FayEmulator) -> list[str]:
-    return [r.request_id for r in emulator.researches if r.status.is_running]
 
 
 async def test_one_result_per_prompt_with_outputs_and_errors(

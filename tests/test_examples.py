@@ -16,6 +16,8 @@ import pytest
 from fay_async import ConfigurationError, FayClient, ResearchStatus, StopResult
 from fay_async.testing import FayEmulator, Scenario
 
+from ._emulated import running
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 S = ResearchStatus
 
@@ -27,10 +29,6 @@ def load(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def running(emulator: FayEmulator) -> list[str]:
-    return [r.request_id for r in emulator.researches if r.status.is_running]
 
 
 # --- research_with_timeout.py ---------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -31,6 +30,7 @@ from fay_async._manager import ActiveResearch, ResearchManager
 from fay_async._polling import PollPolicy
 from fay_async.testing import Fault, FayEmulator, Scenario
 
+from ._emulated import running
 from ._fake_fay import FakeFay
 from ._fake_fay import client as fake_client
 from ._fake_fay import ok as fake_ok
@@ -41,25 +41,9 @@ S = ResearchStatus
 QUICK = Scenario(pending_s=5.0, processing_s=5.0)
 
 
-def running(emulator: FayEmulator) -> list[str]:
-    return [r.request_id for r in emulator.researches if r.status.is_running]
-
-
 @pytest.fixture
 def emulator() -> FayEmulator:
     return FayEmulator(seed=7)
-
-
-@pytest.fixture
-async def fay(emulator: FayEmulator) -> AsyncIterator[FayClient]:
-    async with emulator.client() as client:
-        yield client
-
-
-@pytest.fixture
-async def manager(fay: FayClient) -> AsyncIterator[ResearchManager]:
-    async with ResearchManager(fay) as manager:
-        yield manager
 
 
 # --- Start ----------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ entry left). They run on asyncio and trio; the asyncio-only ones cancel with a b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -19,30 +18,16 @@ from fay_async import FayClient, RateLimits, ResearchStatus, ResearchTimeoutErro
 from fay_async._manager import ResearchManager
 from fay_async.testing import Fault, FayEmulator, Scenario
 
+from ._emulated import running
+
 pytestmark = pytest.mark.anyio
 
 S = ResearchStatus
 
 
-def running(emulator: FayEmulator) -> list[str]:
-    return [r.request_id for r in emulator.researches if r.status.is_running]
-
-
 @pytest.fixture
 def emulator() -> FayEmulator:
     return FayEmulator(scenario=Scenario(pending_s=50.0, processing_s=12.0))
-
-
-@pytest.fixture
-async def fay(emulator: FayEmulator) -> AsyncIterator[FayClient]:
-    async with emulator.client() as client:
-        yield client
-
-
-@pytest.fixture
-async def manager(fay: FayClient) -> AsyncIterator[ResearchManager]:
-    async with ResearchManager(fay) as manager:
-        yield manager
 
 
 async def cancel_research_at(manager: ResearchManager, at: float, **kwargs: object) -> float:
