@@ -197,14 +197,7 @@ async def _socket(base_url: str, concurrency: int, sizes: Sizes) -> list[Row]:
         _http(concurrency) as fay_http,
         FayClient(API_KEY, base_url=base_url, http_client=fay_http) as fay,
     ):
-
-        async def raw_call() -> object:
-            response = await raw_http.get(url, headers=headers)
-            return json.loads(response.content)["data"]
-
-        async def fay_call() -> object:
-            return await fay.get_status(request_id)
-
+        raw_call, fay_call = _sides(raw_http, fay, url, headers, request_id)
         raw_blocks, fay_blocks = await _pairs(
             raw_call,
             fay_call,
@@ -214,6 +207,25 @@ async def _socket(base_url: str, concurrency: int, sizes: Sizes) -> list[Row]:
             sizes.warm,
         )
     return _ratio_rows(f"overhead c={concurrency}", raw_blocks, fay_blocks, target=True)
+
+
+def _sides(
+    raw_http: httpx.AsyncClient,
+    fay: FayClient,
+    url: str,
+    headers: dict[str, str],
+    request_id: str,
+) -> tuple[Call, Call]:
+    """The two sides of the comparison: the same status GET, raw and through FayClient."""
+
+    async def raw_call() -> object:
+        response = await raw_http.get(url, headers=headers)
+        return json.loads(response.content)["data"]
+
+    async def fay_call() -> object:
+        return await fay.get_status(request_id)
+
+    return raw_call, fay_call
 
 
 async def _in_memory(body: bytes, sizes: Sizes) -> list[Row]:
@@ -232,14 +244,7 @@ async def _in_memory(body: bytes, sizes: Sizes) -> list[Row]:
         _http(1, transport=transport) as fay_http,
         FayClient(API_KEY, base_url=base_url, http_client=fay_http) as fay,
     ):
-
-        async def raw_call() -> object:
-            response = await raw_http.get(url, headers=headers)
-            return json.loads(response.content)["data"]
-
-        async def fay_call() -> object:
-            return await fay.get_status(request_id)
-
+        raw_call, fay_call = _sides(raw_http, fay, url, headers, request_id)
         raw_blocks, fay_blocks = await _pairs(
             raw_call, fay_call, sizes.memory_calls, sizes.memory_pairs, 1, sizes.memory_warm
         )
