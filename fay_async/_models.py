@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 from datetime import datetime
 from typing import Any
@@ -21,9 +22,11 @@ __all__ = [
 class ResearchStatus(str, enum.Enum):
     """The status of a research.
 
-    A status string this version does not know is kept as it came (``status.value``),
-    is not terminal, and compares equal to its raw string, so a new server-side status
-    never crashes a client: it just keeps being polled until its deadline.
+    A status string the service sends that this version does not know is kept as it came
+    (``status.value``, through :meth:`from_api`), is not terminal, and compares equal to
+    its raw string, so a new server-side status never crashes a client: it just keeps
+    being polled until its deadline. In code, ``ResearchStatus("COMPLETE")`` (a typo) is
+    refused with a ``ValueError`` that names the known statuses.
     """
 
     PENDING = "PENDING"
@@ -34,8 +37,28 @@ class ResearchStatus(str, enum.Enum):
 
     @classmethod
     def _missing_(cls, value: object) -> ResearchStatus | None:
+        known = ", ".join(cls.__members__)
+        hint = ""
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value.upper(), cls.__members__, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"{value!r} is not a valid ResearchStatus{hint}; the known statuses are {known}. "
+            "A status sent by the service that this version does not know is kept by "
+            "ResearchStatus.from_api()"
+        )
+
+    @classmethod
+    def from_api(cls, value: str) -> ResearchStatus:
+        """The status for a string the service sent; one this version does not know is kept.
+
+        Raises ``ValueError`` only for something that is not a non-empty string.
+        """
         if not isinstance(value, str) or not value:
-            return None
+            raise ValueError(f"a research status is a non-empty string, got {value!r}")
+        member = cls._value2member_map_.get(value)
+        if member is not None:
+            return member  # type: ignore[return-value] - the map holds members of cls
         member = str.__new__(cls, value)
         member._name_ = value
         member._value_ = value

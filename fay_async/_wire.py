@@ -83,7 +83,7 @@ def _structure_datetime(value: object, _: object) -> datetime:
 def _structure_status(value: object, _: object) -> ResearchStatus:
     if not isinstance(value, str) or not value:
         raise TypeError(f"expected a status string, got {value!r}")
-    return ResearchStatus(value)
+    return ResearchStatus.from_api(value)
 
 
 def _structure_object(value: object, _: object) -> dict[str, Any]:

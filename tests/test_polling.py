@@ -43,7 +43,7 @@ def test_default_schedule_follows_the_guidance_then_backs_off_while_queued() -> 
     assert pending == [3.0, 4.8, 7.68, 12.29, 15.0, 15.0, 15.0]
     assert {policy.base_interval(PROCESSING, n) for n in range(50)} == {2.5}
     # A status this version does not know (and no status at all) is polled like PENDING.
-    unknown = ResearchStatus("QUEUED_ELSEWHERE")
+    unknown = ResearchStatus.from_api("QUEUED_ELSEWHERE")
     assert policy.base_interval(unknown, 2) == policy.base_interval(None, 2) == pytest.approx(7.68)
     assert policy.base_interval(PENDING, 10**9) == 15.0  # no overflow after a long queue
 
@@ -294,7 +294,7 @@ async def test_an_unknown_status_is_polled_until_the_deadline() -> None:
             with pytest.raises(ResearchTimeoutError) as info:
                 await manager.wait_for_completion(request_id, timeout=100)
     assert info.value.last_status == "ARCHIVING"
-    assert not ResearchStatus("ARCHIVING").is_known
+    assert not ResearchStatus.from_api("ARCHIVING").is_known
     assert 5 <= fake.count("status") <= 12
 
 
