@@ -12,17 +12,19 @@ from . import _config
 from ._batch import BatchResult, ResearchMany, research_many
 from ._client import FayClient, validate_request_id
 from ._journal import BatchItem
-from ._manager import ActiveResearch, ResearchManager
+from ._manager import ResearchManager
 from ._models import (
     ConversationInfo,
     ConversationOutput,
     CreatedConversation,
+    CreateRequest,
     ResearchResult,
     ResearchStatus,
     StopResult,
 )
 from ._polling import PollPolicy
 from ._ratelimit import RateLimits
+from ._registry import ActiveResearch
 from .exceptions import (
     APIConnectionError,
     APIError,
@@ -43,6 +45,7 @@ from .exceptions import (
     ResearchStoppedError,
     ResearchTimeoutError,
     ServerError,
+    StopTimeoutError,
     UnexpectedResponseError,
 )
 
@@ -61,6 +64,7 @@ __all__ = [
     "ConversationAlreadyCompletedError",
     "ConversationInfo",
     "ConversationOutput",
+    "CreateRequest",
     "CreatedConversation",
     "FayClient",
     "FayError",
@@ -82,6 +86,7 @@ __all__ = [
     "ResearchTimeoutError",
     "ServerError",
     "StopResult",
+    "StopTimeoutError",
     "UnexpectedResponseError",
     "__version__",
     "research_many",

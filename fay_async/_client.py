@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-import json
+import math
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
@@ -16,11 +17,13 @@ from ._models import (
     ConversationInfo,
     ConversationOutput,
     CreatedConversation,
+    CreateRequest,
     ResearchStatus,
     StopResult,
 )
-from ._ratelimit import Endpoint, RateLimiter, RateLimits, coerce_limits
+from ._ratelimit import Endpoint, RateLimiter, RateLimits, Slot, coerce_limits
 from ._transport import RetryPolicy, Transport
+from ._validators import check_count, check_seconds
 from .exceptions import (
     APIError,
     ConfigurationError,
@@ -36,14 +39,19 @@ __all__ = ["FayClient", "check_create_arguments", "validate_request_id"]
 
 _FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")
 
+#: What request ids look like (UUIDs): such an id needs no closer look.
+_PLAIN_ID: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{_config.MAX_REQUEST_ID_LENGTH}}}")
+
 
 def validate_request_id(request_id: object) -> str:
     """Return ``request_id`` if it is safe to put in a URL path; else raise.
 
     Raises :class:`InvalidRequestIdError` (a ``ValueError``) for anything but a non-empty
     string of at most 128 characters without ``/``, ``\\``, ``..``, ``?``, ``#``, ``%``,
-    white space or control characters.
+    white space or control characters, that is not a dot segment (``.``).
     """
+    if type(request_id) is str and _PLAIN_ID.fullmatch(request_id):
+        return request_id
     if not isinstance(request_id, str):
         raise InvalidRequestIdError(
             f"a request id must be a string, got {type(request_id).__name__}",
@@ -64,6 +72,13 @@ def validate_request_id(request_id: object) -> str:
                 "request id",
                 request_id=request_id,
             )
+    if not request_id.strip("."):
+        # A URL path segment of dots is collapsed by URL normalisation: "." would turn
+        # /conversation/./status into /conversation/status.
+        raise InvalidRequestIdError(
+            f"the request id {request_id!r} is a dot segment, which a URL would collapse",
+            request_id=request_id,
+        )
     for char in request_id:
         if char.isspace() or unicodedata.category(char).startswith("C"):
             raise InvalidRequestIdError(
@@ -84,6 +99,11 @@ def is_loopback(host: str) -> bool:
 
 
 def _resolve_base_url(base_url: str | None, *, allow_insecure_http: bool) -> str:
+    if base_url is not None and not isinstance(base_url, str):
+        raise ConfigurationError(
+            f"base_url must be a string such as {_config.DEFAULT_BASE_URL!r}, "
+            f"got {type(base_url).__name__}"
+        )
     raw = base_url if base_url is not None else os.environ.get(_config.BASE_URL_ENV)
     if raw is None or not raw.strip():
         return _config.DEFAULT_BASE_URL
@@ -161,21 +181,16 @@ class FayClient:
     ) -> None:
         key = _resolve_api_key(api_key)
         self._base_url = _resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(
-                f"max_retries must be a whole number >= 0, got {max_retries!r}"
-            )
-        for name, value in (("timeout", timeout), ("max_retry_after", max_retry_after)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigurationError(
-                    f"{name} must be a positive number of seconds, got {value!r}"
-                )
-        if deadline is not None and (
-            not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0
-        ):
-            raise ConfigurationError(
-                f"deadline must be a positive number of seconds or None, got {deadline!r}"
-            )
+        try:
+            check_count(max_retries, "max_retries", minimum=0)
+            timeout = check_seconds(timeout, "timeout")
+            max_retry_after = check_seconds(max_retry_after, "max_retry_after")
+            if deadline is not None:
+                deadline = check_seconds(deadline, "deadline", allow_inf=True)
+                if math.isinf(deadline):
+                    deadline = None
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(str(error)) from None
         try:
             limits = coerce_limits(rate_limits)
         except (TypeError, ValueError) as error:
@@ -241,7 +256,7 @@ class FayClient:
         *,
         json_body: Mapping[str, Any] | None = None,
         may_resend: bool = True,
-        slot_taken: bool = False,
+        slot: Slot | None = None,
     ) -> Any:
         response = await self._transport.request(
             method,
@@ -249,7 +264,7 @@ class FayClient:
             endpoint=endpoint,
             json=json_body,
             may_resend=may_resend,
-            slot_taken=slot_taken,
+            slot_taken=slot is not None,
         )
         data = _wire.decode_envelope(response.status_code, response.content)
         return _wire.structure(response.status_code, data, model, response.content)
@@ -261,37 +276,40 @@ class FayClient:
         structured_output: bool = False,
         output_schema: Mapping[str, Any] | None = None,
     ) -> CreatedConversation:
-        """Start a research (paid). Never sent twice: retried only if it surely never arrived."""
-        return await self._create_conversation(
-            prompt,
+        """Start a research (paid). Never sent twice: retried only if it surely never arrived.
+
+        The arguments are checked (:class:`CreateRequest`) before anything is sent.
+        """
+        request = CreateRequest(
+            prompt=prompt,
             structured_output=structured_output,
             output_schema=output_schema,
-            slot_taken=False,
         )
+        return await self.create(request)
 
-    async def _create_conversation(
-        self,
-        prompt: str,
-        *,
-        structured_output: bool,
-        output_schema: Mapping[str, Any] | None,
-        slot_taken: bool,
+    async def create(
+        self, request: CreateRequest, *, slot: Slot | None = None
     ) -> CreatedConversation:
-        """:meth:`create_conversation`; ``slot_taken``: its budget slot is already taken.
+        """Start the research ``request`` describes: :meth:`create_conversation`, as a value.
 
-        A caller that must not be held once the create is sent (the manager sends it
-        shielded) takes the slot first, where waiting for it can be cancelled, from
-        :attr:`rate_limiter`, and passes ``slot_taken=True``.
+        ``slot``: a slot of the create budget already reserved with
+        ``client.rate_limiter.reserve("create")``, which this create uses instead of taking
+        one (a caller that must not wait once it has decided to send, such as the research
+        manager, reserves first, where waiting can still be cancelled).
         """
-        body = check_create_arguments(prompt, structured_output, output_schema)
+        if not isinstance(request, CreateRequest):
+            raise TypeError(
+                f"request must be a CreateRequest, got {type(request).__name__}; "
+                "create_conversation() takes a prompt"
+            )
         result: CreatedConversation = await self._call(
             "POST",
             "/conversations",
             "create",
             CreatedConversation,
-            json_body=body,
+            json_body=_wire.create_body(request),
             may_resend=False,
-            slot_taken=slot_taken,
+            slot=slot,
         )
         return result
 
@@ -313,36 +331,33 @@ class FayClient:
         result: StopResult = await self._call("POST", path, "stop", StopResult)
         return result
 
-    async def stop_if_running(self, request_id: str) -> ConversationInfo | StopResult:
-        """The documented check-then-stop: stop only a research that is still running.
+    async def stop_if_running(
+        self, request_id: str, *, check_first: bool = True
+    ) -> ConversationInfo | StopResult:
+        """The documented "stop if needed": stop a research only while it is running.
 
-        Returns the :class:`StopResult` when it stopped the research, else the current
-        :class:`ConversationInfo`. A research that finishes between the check and the stop
-        is reported with its real final status rather than raised. A status this library
-        does not know is not terminal, so such a research is stopped too: a paid research
-        is never left running out of doubt.
+        Returns the :class:`StopResult` when it stopped the research, else the research's
+        real final status. A status this library does not know is not terminal, so such a
+        research is stopped too: a paid research is never left running out of doubt.
+
+        With ``check_first`` (the default) the status is checked first, and a research
+        that has ended is reported as its :class:`ConversationInfo` without a stop call.
+        ``check_first=False`` is for a caller that already believes the research is
+        running (the research manager): the stop is sent at once, saving a status call.
+        Either way, a stop the service refuses because the research had just ended is
+        not an error: the documented CONVERSATION_ALREADY_COMPLETED answer becomes a
+        COMPLETED :class:`StopResult` (with ``check_first=False``), and any other refusal
+        that may mean "already ended" (:func:`is_already_finished`) is settled by a status
+        check that finds it terminal. Anything else raises the stop's error.
         """
-        info = await self.get_status(request_id)
-        if info.status.is_terminal:
-            return info
-        return await self._stop_reporting_ended(request_id)
-
-    async def _stop_reporting_ended(
-        self, request_id: str, *, trust_completed: bool = False
-    ) -> StopResult | ConversationInfo:
-        """Stop; a research the service refuses to stop because it had ended is reported.
-
-        Returns the service's :class:`StopResult`; or, when the refusal may mean "already
-        ended" (:func:`is_already_finished`) and a status check finds the research
-        terminal, that :class:`ConversationInfo`. With ``trust_completed``, the documented
-        CONVERSATION_ALREADY_COMPLETED answer is taken at its word: a COMPLETED
-        :class:`StopResult`, without spending a status check. Anything else raises the
-        stop's error.
-        """
+        if check_first:
+            info = await self.get_status(request_id)
+            if info.status.is_terminal:
+                return info
         try:
             return await self.stop_conversation(request_id)
         except APIError as error:
-            if trust_completed and isinstance(error, ConversationAlreadyCompletedError):
+            if not check_first and isinstance(error, ConversationAlreadyCompletedError):
                 return StopResult(
                     request_id=request_id,
                     status=ResearchStatus.COMPLETED,
@@ -370,58 +385,12 @@ def _path(request_id: str, action: str) -> str:
     return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"
 
 
-def _unencodable(error: UnicodeEncodeError) -> str:
-    char = error.object[error.start : error.start + 1]
-    return (
-        f"it contains the lone surrogate {char!r}, the trace of bytes that were not UTF-8 "
-        "(read the text with its real encoding)"
-    )
-
-
 def check_create_arguments(
     prompt: object, structured_output: object, output_schema: object
-) -> dict[str, Any]:
-    """Check the arguments of a create before anything is sent; return its JSON body.
-
-    Raises ``TypeError`` or ``ValueError`` with a message that names the argument: a
-    prompt that is not a non-empty string of valid Unicode text, a ``structured_output``
-    that is not a bool, an ``output_schema`` that is not a JSON-serialisable mapping of
-    valid Unicode text, or one given without ``structured_output=True``.
-    """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise ValueError("prompt is empty; give the research question as text")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError(
-            f"prompt is not valid Unicode text: {_unencodable(error)}, at position {error.start}"
-        ) from None
-    if not isinstance(structured_output, bool):
-        raise TypeError(
-            f"structured_output must be True or False, got {type(structured_output).__name__}"
-        )
-    if output_schema is not None:
-        if not isinstance(output_schema, Mapping):
-            raise TypeError(
-                f"output_schema must be a JSON-schema object (a mapping), got "
-                f"{type(output_schema).__name__}"
-            )
-        if not structured_output:
-            raise ValueError("output_schema is only used with structured_output=True")
-        try:
-            text = json.dumps(output_schema, allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"output_schema is not JSON-serialisable: {error}") from None
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise ValueError(
-                f"output_schema is not valid Unicode text: {_unencodable(error)}"
-            ) from None
-    return _wire.create_body(
-        prompt,
-        structured_output=structured_output,
-        output_schema=output_schema,
+) -> CreateRequest:
+    """The checked :class:`CreateRequest` for these arguments (raises as it does)."""
+    return CreateRequest(
+        prompt=prompt,  # type: ignore[arg-type]  # checked by CreateRequest
+        structured_output=structured_output,  # type: ignore[arg-type]
+        output_schema=output_schema,  # type: ignore[arg-type]
     )

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import difflib
 import enum
+import json
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 __all__ = [
     "ConversationInfo",
     "ConversationOutput",
+    "CreateRequest",
     "CreatedConversation",
     "ResearchResult",
     "ResearchStatus",
@@ -56,9 +59,9 @@ class ResearchStatus(str, enum.Enum):
         """
         if not isinstance(value, str) or not value:
             raise ValueError(f"a research status is a non-empty string, got {value!r}")
-        member = cls._value2member_map_.get(value)
-        if member is not None:
-            return member  # type: ignore[return-value] - the map holds members of cls
+        known = cls._value2member_map_.get(value)
+        if known is not None:
+            return cast("ResearchStatus", known)
         member = str.__new__(cls, value)
         member._name_ = value
         member._value_ = value
@@ -90,6 +93,75 @@ class ResearchStatus(str, enum.Enum):
 
 _TERMINAL = frozenset({ResearchStatus.COMPLETED, ResearchStatus.FAILED, ResearchStatus.STOPPED})
 _RUNNING = frozenset({ResearchStatus.PENDING, ResearchStatus.PROCESSING})
+
+
+def _unencodable(error: UnicodeEncodeError) -> str:
+    char = error.object[error.start : error.start + 1]
+    return (
+        f"it contains the lone surrogate {char!r}, the trace of bytes that were not UTF-8 "
+        "(read the text with its real encoding)"
+    )
+
+
+def _check_prompt(_instance: object, _attribute: object, prompt: Any) -> None:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt is empty; give the research question as text")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"prompt is not valid Unicode text: {_unencodable(error)}, at position {error.start}"
+        ) from None
+
+
+def _check_structured(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"structured_output must be True or False, got {type(value).__name__}")
+
+
+def _plain_schema(schema: object, structured_output: bool) -> dict[str, Any]:
+    """A private, JSON-plain copy of ``schema``: later changes to the caller's object
+    cannot change what is sent."""
+    if not isinstance(schema, Mapping):
+        raise TypeError(
+            f"output_schema must be a JSON-schema object (a mapping), got {type(schema).__name__}"
+        )
+    if not structured_output:
+        raise ValueError("output_schema is only used with structured_output=True")
+    try:
+        text = json.dumps(schema, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"output_schema is not JSON-serialisable: {error}") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"output_schema is not valid Unicode text: {_unencodable(error)}"
+        ) from None
+    plain: dict[str, Any] = json.loads(text)
+    return plain
+
+
+@attrs.frozen(kw_only=True)
+class CreateRequest:
+    """What a create sends: a prompt, and optionally a JSON schema for structured output.
+
+    Checked once, when it is made: a prompt that is not a non-empty string of valid
+    Unicode text, a ``structured_output`` that is not a bool, an ``output_schema`` that is
+    not a JSON-serialisable mapping, or one given without ``structured_output=True``
+    raise ``TypeError`` or ``ValueError`` naming the argument, before anything is sent.
+    """
+
+    prompt: str = attrs.field(validator=_check_prompt)
+    structured_output: bool = attrs.field(default=False, validator=_check_structured)
+    output_schema: Mapping[str, Any] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.output_schema is not None:
+            plain = _plain_schema(self.output_schema, self.structured_output)
+            object.__setattr__(self, "output_schema", plain)
 
 
 @attrs.frozen(kw_only=True)

@@ -42,6 +42,7 @@ import attrs
 
 from ._client import FayClient
 from ._models import ConversationInfo, ResearchStatus
+from ._validators import attrs_seconds, check_seconds
 from .exceptions import (
     APIConnectionError,
     FayError,
@@ -58,18 +59,11 @@ logger: Final = logging.getLogger("fay_async")
 _FINISHED_CACHE: Final = 1024
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"PollPolicy.{attribute.name} must be a positive number, got {value!r}")
+_positive = attrs_seconds()
 
 
 def _growth(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _positive(_instance, attribute, value)
+    check_seconds(value, f"PollPolicy.{attribute.name}")
     if value < 1 or value > 10:
         raise ValueError(f"PollPolicy.{attribute.name} must be between 1 and 10, got {value!r}")
 

@@ -17,7 +17,7 @@ import attrs
 
 from .exceptions import RateLimitError
 
-__all__ = ["ENDPOINTS", "Endpoint", "RateLimiter", "RateLimits"]
+__all__ = ["ENDPOINTS", "Endpoint", "RateLimiter", "RateLimits", "Slot"]
 
 Endpoint = Literal["create", "status", "output", "stop"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
@@ -108,6 +108,14 @@ class _Window:
         return self.sent[0] + self.window * (1.0 + SLACK)
 
 
+@attrs.frozen
+class Slot:
+    """One call's slot in the budget of ``endpoint``, taken (and counted) at ``taken_at``."""
+
+    endpoint: Endpoint
+    taken_at: float
+
+
 class RateLimiter:
     """Hands out call slots under :class:`RateLimits`, waiting (fairly, FIFO) when spent."""
 
@@ -177,6 +185,11 @@ class RateLimiter:
                         retry_after=delay,
                     )
                 await anyio.sleep(delay)
+
+    async def reserve(self, endpoint: Endpoint, *, wait: bool = True) -> Slot:
+        """Take a slot for one later call to ``endpoint`` (see :meth:`acquire`) and return it."""
+        await self.acquire(endpoint, wait=wait)
+        return Slot(endpoint, anyio.current_time())
 
     async def _wait_unblocked(self, endpoint: Endpoint, *, wait: bool) -> None:
         delay = self.next_free(endpoint)

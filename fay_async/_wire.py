@@ -20,6 +20,7 @@ from ._models import (
     ConversationInfo,
     ConversationOutput,
     CreatedConversation,
+    CreateRequest,
     ResearchStatus,
     StopResult,
 )
@@ -224,13 +225,14 @@ def structure(status_code: int, data: Mapping[str, Any], model: type[T], content
         ) from error
 
 
-def create_body(
-    prompt: str, *, structured_output: bool, output_schema: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def create_body(request: CreateRequest) -> dict[str, Any]:
     """The JSON body of Create Conversation."""
-    body: dict[str, Any] = {"prompt": prompt, "structured_output": structured_output}
-    if output_schema is not None:
-        body["output_schema"] = dict(output_schema)
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "structured_output": request.structured_output,
+    }
+    if request.output_schema is not None:
+        body["output_schema"] = request.output_schema
     return body
 
 

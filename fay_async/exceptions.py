@@ -21,10 +21,15 @@
         ├── ResearchFailedError                FAILED, .error_message
         ├── ResearchStoppedError               STOPPED while being waited on
         ├── ResearchTimeoutError (+ TimeoutError)  .last_status .stopped
+        ├── StopTimeoutError (+ TimeoutError)  a stop not done within the stop grace, .sent
         └── NotTrackedError (+ KeyError)       cancel of an id the manager does not track
 
 Exceptions from httpx, json or cattrs never reach the caller: they are chained as
 ``__cause__`` of one of these.
+
+``StopTimeoutError.sent`` is False when the stop was still waiting for its turn among the
+manager's stops when its grace ran out: it was never sent, and the research is surely
+still running.
 
 ``APIConnectionError.sent`` (keyword-only, default True) is False when the request
 certainly had no effect: no attempt of it reached the service (the connection could not
@@ -58,6 +63,7 @@ __all__ = [
     "ResearchStoppedError",
     "ResearchTimeoutError",
     "ServerError",
+    "StopTimeoutError",
     "UnexpectedResponseError",
 ]
 
@@ -209,6 +215,14 @@ class ResearchTimeoutError(ResearchError, TimeoutError):
         super().__init__(message, request_id=request_id)
         self.last_status = last_status
         self.stopped = stopped
+
+
+class StopTimeoutError(ResearchError, TimeoutError):
+    """A stop did not finish within the stop grace; ``sent``: it may have reached the service."""
+
+    def __init__(self, message: str, *, request_id: str, sent: bool) -> None:
+        super().__init__(message, request_id=request_id)
+        self.sent = sent
 
 
 class NotTrackedError(ResearchError, KeyError):

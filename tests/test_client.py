@@ -152,6 +152,14 @@ def test_plain_http_to_a_remote_host_with_explicit_opt_in() -> None:
         ({"max_retry_after": -1}, "max_retry_after"),
         ({"deadline": 0}, "deadline"),
         ({"deadline": "soon"}, "deadline"),
+        ({"timeout": float("nan")}, "timeout must be a positive number of seconds, got nan"),
+        ({"timeout": float("inf")}, "timeout must be a finite number of seconds, got inf"),
+        ({"deadline": float("nan")}, "deadline must be a positive number of seconds, got nan"),
+        (
+            {"max_retry_after": float("nan")},
+            "max_retry_after must be a positive number of seconds, got nan",
+        ),
+        ({"base_url": 123}, "base_url must be a string such as 'https://api.fay.work', got int"),
         ({"rate_limits": {"status": 0}}, "rate_limits"),
         ({"rate_limits": {"statuss": 10}}, "unknown rate-limit endpoints"),
         ({"default_headers": {"authorization": "Bearer other"}}, "Authorization"),
@@ -160,6 +168,12 @@ def test_plain_http_to_a_remote_host_with_explicit_opt_in() -> None:
 def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(exceptions.ConfigurationError, match=message):
         FayClient(KEY, **kwargs)
+
+
+def test_an_infinite_deadline_means_none() -> None:
+    assert repr(FayClient(KEY, deadline=float("inf"))) == (
+        "FayClient(base_url='https://api.fay.work', api_key='***')"
+    )
 
 
 # --- request ids ----------------------------------------------------------------------------
@@ -180,6 +194,7 @@ BAD_IDS = [
     ("id\n", "white space"),
     ("id\x00nul", "control character"),
     ("id\u200bzero-width", "control character"),
+    (".", "is a dot segment, which a URL would collapse"),
 ]
 
 
@@ -421,27 +436,36 @@ async def test_stop_if_running_never_reads_auth_or_not_found_as_finished(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("trust_completed", [False, True])
-async def test_a_stop_refused_as_already_completed_is_read_by_one_rule(
-    mock: respx.MockRouter, trust_completed: bool
+async def test_stop_first_takes_the_documented_already_completed_at_its_word(
+    mock: respx.MockRouter,
 ) -> None:
-    # The rule shared by stop_if_running and the manager's stops: the manager trusts the
-    # documented code (no status call spent), stop_if_running returns the research's info.
+    # check_first=False is the manager's way: no status call before the stop, and none
+    # after a refusal whose documented code says the research had completed.
     status = mock.get(STATUS_PATH).mock(return_value=ok(docs.STATUS_COMPLETED))
     mock.post(STOP_PATH).mock(return_value=ok(docs.ALREADY_COMPLETED, 400))
     async with FayClient(KEY) as fay:
-        outcome = await fay._stop_reporting_ended(docs.REQUEST_ID, trust_completed=trust_completed)
-    assert outcome.status is ResearchStatus.COMPLETED
-    if trust_completed:
-        assert outcome == StopResult(
-            request_id=docs.REQUEST_ID,
-            status=ResearchStatus.COMPLETED,
-            message="the research had already completed",
-        )
-        assert not status.called
-    else:
-        assert isinstance(outcome, ConversationInfo)
-        assert status.call_count == 1
+        outcome = await fay.stop_if_running(docs.REQUEST_ID, check_first=False)
+    assert outcome == StopResult(
+        request_id=docs.REQUEST_ID,
+        status=ResearchStatus.COMPLETED,
+        message="the research had already completed",
+    )
+    assert not status.called
+
+
+@pytest.mark.anyio
+async def test_stop_first_settles_another_refusal_with_a_status_check(
+    mock: respx.MockRouter,
+) -> None:
+    status = mock.get(STATUS_PATH).mock(return_value=ok(docs.STATUS_FAILED))
+    stop = mock.post(STOP_PATH).mock(
+        return_value=ok(docs.err("CONVERSATION_ALREADY_FAILED", "Failed"), 400)
+    )
+    async with FayClient(KEY) as fay:
+        outcome = await fay.stop_if_running(docs.REQUEST_ID, check_first=False)
+    assert isinstance(outcome, ConversationInfo)
+    assert outcome.status is ResearchStatus.FAILED
+    assert (stop.call_count, status.call_count) == (1, 1)
 
 
 # --- lifetime ----------------------------------------------------------------------------------

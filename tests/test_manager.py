@@ -794,7 +794,7 @@ async def test_an_infinite_timeout_means_no_limit(manager: ResearchManager) -> N
         ({"stop_grace": float("inf")}, ValueError, "stop_grace must be a finite number"),
         ({"stop_grace": "10"}, TypeError, "stop_grace must be a number of seconds"),
         ({"max_concurrent_stops": 0}, ValueError, "max_concurrent_stops must be a whole number"),
-        ({"max_concurrent_stops": 2.5}, ValueError, "max_concurrent_stops must be a whole"),
+        ({"max_concurrent_stops": 2.5}, TypeError, "max_concurrent_stops must be a whole"),
         ({"poll_policy": {"pending_first": 3}}, TypeError, "poll_policy must be a PollPolicy"),
         ({"on_status_change": "print"}, TypeError, "on_status_change must be callable"),
     ],
@@ -1036,3 +1036,19 @@ async def test_waiters_learn_of_a_confirmed_stop_without_another_status_check(
         assert [type(e) for e in errors] == [ResearchStoppedError]
         assert emulator.counts()["status"] == checks  # the stop's answer was enough
         assert changes == ["STOPPED"]  # observers hear of it too
+
+
+@pytest.mark.parametrize("client", ["x", None, object()])
+def test_a_manager_needs_a_client_at_construction(client: Any) -> None:
+    with pytest.raises(TypeError, match="ResearchManager needs a FayClient, got"):
+        ResearchManager(client)
+
+
+async def test_repr_shows_state_and_tracked_count(fay: FayClient) -> None:
+    manager = ResearchManager(fay)
+    assert repr(manager).startswith("<ResearchManager new: 0 tracked, client=FayClient(")
+    async with manager:
+        manager.track("e0a05c59-a5d7-44f3-8d5e-9e535e4db957")
+        assert repr(manager).startswith("<ResearchManager open: 1 tracked")
+    assert repr(manager).startswith("<ResearchManager closed: 0 tracked")
+    assert "test-key" not in repr(manager)

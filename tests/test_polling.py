@@ -81,7 +81,7 @@ def test_retry_delay_doubles_up_to_its_cap() -> None:
         ({"pending_first": 0}, "pending_first must be a positive number"),
         ({"processing_max": -1.0}, "processing_max must be a positive number"),
         ({"retry_first": math.nan}, "retry_first must be a positive number"),
-        ({"pending_max": True}, "pending_max must be a positive number"),
+        ({"pending_max": True}, "pending_max must be a number of seconds, got bool"),
         ({"pending_growth": 0.5}, "pending_growth must be between 1 and 10"),
         ({"processing_growth": 11}, "processing_growth must be between 1 and 10"),
         ({"jitter": 1.0}, r"jitter must be in \[0, 1\)"),
@@ -91,7 +91,7 @@ def test_retry_delay_doubles_up_to_its_cap() -> None:
     ],
 )
 def test_bad_policies_are_refused(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((TypeError, ValueError), match=message):
         PollPolicy(**kwargs)  # type: ignore[arg-type]
 
 

@@ -12,6 +12,7 @@ from fay_async import (
     ConversationInfo,
     ConversationOutput,
     CreatedConversation,
+    CreateRequest,
     ResearchStatus,
     StopResult,
     exceptions,
@@ -242,11 +243,13 @@ def test_an_error_envelope_with_a_200_status() -> None:
 
 
 def test_create_body() -> None:
-    assert wire.create_body("p", structured_output=False, output_schema=None) == {
+    assert wire.create_body(CreateRequest(prompt="p")) == {
         "prompt": "p",
         "structured_output": False,
     }
-    assert wire.create_body("p", structured_output=True, output_schema={"type": "object"}) == {
+    assert wire.create_body(
+        CreateRequest(prompt="p", structured_output=True, output_schema={"type": "object"})
+    ) == {
         "prompt": "p",
         "structured_output": True,
         "output_schema": {"type": "object"},
