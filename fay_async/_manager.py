@@ -14,9 +14,9 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
-import math
 import types
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any, Final
 
 import anyio
@@ -24,13 +24,15 @@ import anyio.abc
 import attrs
 
 from ._client import FayClient, validate_request_id
+from ._creates import Creates
 from ._models import ConversationInfo, CreateRequest, ResearchResult, ResearchStatus, StopResult
-from ._outcomes import describe_limit, outcome, timeout_outcome
-from ._polling import PollPolicy, StatusPoller, Watch
+from ._outcomes import outcome, timeout_outcome
+from ._polling import PollPolicy, StatusPoller
 from ._registry import ActiveResearch, MemoryRegistry, Registry
 from ._stops import StopJob, Stops
 from ._tasks import HostedTaskGroup
 from ._validators import check_callable, check_count, check_seconds, check_timeout
+from ._waits import changes, until_settled
 from .exceptions import FayError, NotFoundError, NotTrackedError, ResearchTimeoutError
 
 __all__ = ["ActiveResearch", "ResearchManager"]
@@ -56,21 +58,7 @@ class _Running:
     poller: StatusPoller
     poller_scope: anyio.CancelScope
     stops: Stops
-
-
-@attrs.define(eq=False)
-class _Create:
-    """A create running as a task of the manager, and its outcome once ``done`` is set.
-
-    Not ``TaskGroup.start()``: when a caller is cancelled from outside anyio (asyncio's
-    ``task.cancel()``) while waiting, ``start()`` cancels the started task, which could cut
-    off a create the service has accepted. Here the create goes on, and is stopped.
-    """
-
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    request_id: str | None = None
-    error: BaseException | None = None
-    abandoned: bool = False
+    creates: Creates
 
 
 class ResearchManager:
@@ -159,7 +147,14 @@ class ResearchManager:
             task_group=tg,
             on_settled=self._stop_settled,
         )
-        self._running = _Running(group, tg, poller, poller_scope, stops)
+        creates = Creates(
+            self.client,
+            self._registry,
+            stops,
+            task_group=tg,
+            stop_all_new=lambda: self._state is not _State.OPEN and self.cancel_on_exit,
+        )
+        self._running = _Running(group, tg, poller, poller_scope, stops, creates)
         self._state = _State.OPEN
         return self
 
@@ -248,48 +243,7 @@ class ResearchManager:
         running = self._check_open()  # it may have closed during the wait
         if before_create is not None:
             before_create()
-        job = _Create()
-        running.tg.start_soon(self._run_create, job, request, slot)
-        try:
-            with anyio.CancelScope(shield=True):
-                await job.done.wait()
-        except BaseException:
-            # Only a cancellation from outside anyio (asyncio's task.cancel()) gets here.
-            job.abandoned = True
-            if job.request_id is not None:  # pragma: no cover - cancelled as the create ended
-                running.stops.job_for(job.request_id)
-            raise
-        if job.error is not None:
-            raise job.error
-        assert job.request_id is not None  # noqa: S101 - a create ends with one of the two
-        return job.request_id
-
-    async def _run_create(self, job: _Create, request: CreateRequest, slot: Any) -> None:
-        try:
-            with anyio.CancelScope(shield=True):
-                created = await self.client.create(request, slot=slot)
-                self._registry.add(
-                    ActiveResearch(
-                        request_id=created.request_id,
-                        prompt=request.prompt,
-                        started_at=anyio.current_time(),
-                        status=created.status,
-                    )
-                )
-                job.request_id = created.request_id
-                logger.info("research %s created", created.request_id)
-        except Exception as error:  # noqa: BLE001 - handed to the caller, who raises it
-            job.error = error
-            if job.abandoned:
-                logger.warning("a create whose caller was cancelled failed: %s", error)
-        finally:
-            job.done.set()
-        request_id = job.request_id
-        if request_id is not None and (
-            job.abandoned or (self._state is not _State.OPEN and self.cancel_on_exit)
-        ):
-            assert self._running is not None  # noqa: S101
-            await self._running.stops.job_for(request_id).settled()
+        return await running.creates.create(request, slot)
 
     # --- wait -------------------------------------------------------------------------------
 
@@ -313,31 +267,7 @@ class ResearchManager:
 
     async def _wait(self, request_id: str, deadline: float, limit: float) -> ConversationInfo:
         poller = self._check_open().poller
-        watch = self._subscribe(poller, request_id)
-        info: ConversationInfo | None = None
-        try:
-            if math.isinf(deadline):  # no limit: no scope (it costs ~600 B per waiter)
-                info = await watch.wait_settled()
-            else:
-                with anyio.CancelScope(deadline=deadline):
-                    info = await watch.wait_settled()
-        finally:
-            poller.unsubscribe(watch)
-        if info is None:
-            raise ResearchTimeoutError(
-                f"research {request_id} did not finish {describe_limit(limit)} "
-                f"(last status: {watch.status or 'unknown'})",
-                request_id=request_id,
-                last_status=watch.status,
-                stopped=False,
-            )
-        return info
-
-    def _subscribe(self, poller: StatusPoller, request_id: str) -> Watch:
-        entry = self._registry.get(request_id)
-        if entry is None:
-            return poller.subscribe(request_id)
-        return poller.subscribe(request_id, known=entry.status, since=entry.started_at)
+        return await until_settled(poller, self._registry, request_id, deadline, limit)
 
     async def watch(self, request_id: str) -> AsyncGenerator[ConversationInfo, None]:
         """Yield the research's status info each time it changes, until it is terminal.
@@ -347,23 +277,9 @@ class ResearchManager:
         """
         validate_request_id(request_id)
         poller = self._check_open().poller
-        watch = self._subscribe(poller, request_id)
-        try:
-            last: ResearchStatus | None = None
-            while True:
-                changed = watch.changed
-                info = watch.info
-                if info is not None and info.status != last:
-                    last = info.status
-                    yield info
-                    if info.status.is_terminal:
-                        return
-                    continue
-                if watch.error is not None:
-                    raise watch.error
-                await changed.wait()
-        finally:
-            poller.unsubscribe(watch)
+        async with aclosing(changes(poller, self._registry, request_id)) as infos:
+            async for info in infos:
+                yield info
 
     async def _status_changed(
         self, info: ConversationInfo, previous: ResearchStatus | None
