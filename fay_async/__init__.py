@@ -8,48 +8,110 @@ emulator of the API for tests.
 
 from __future__ import annotations
 
-from . import _config
-from ._batch import BatchResult, ResearchMany, research_many
-from ._client import FayClient, validate_request_id
-from ._journal import BatchItem
-from ._manager import ResearchManager
-from ._models import (
-    ConversationInfo,
-    ConversationOutput,
-    CreatedConversation,
-    CreateRequest,
-    ResearchResult,
-    ResearchStatus,
-    StopResult,
-)
-from ._polling import PollPolicy
-from ._ratelimit import RateLimits
-from ._registry import ActiveResearch
-from .exceptions import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ConfigurationError,
-    ConversationAlreadyCompletedError,
-    FayError,
-    InvalidRequestIdError,
-    NotFoundError,
-    NotTrackedError,
-    RateLimitError,
-    RequestValidationError,
-    ResearchError,
-    ResearchFailedError,
-    ResearchNotCompletedError,
-    ResearchStoppedError,
-    ResearchTimeoutError,
-    ServerError,
-    StopTimeoutError,
-    UnexpectedResponseError,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = _config.VERSION
+if TYPE_CHECKING:
+    from ._batch import BatchResult, ResearchMany, research_many
+    from ._client import FayClient, validate_request_id
+    from ._journal import BatchItem
+    from ._manager import ResearchManager
+    from ._models import (
+        ConversationInfo,
+        ConversationOutput,
+        CreatedConversation,
+        CreateRequest,
+        ResearchResult,
+        ResearchStatus,
+        StopResult,
+    )
+    from ._polling import PollPolicy
+    from ._ratelimit import RateLimits
+    from ._registry import ActiveResearch
+    from .exceptions import (
+        APIConnectionError,
+        APIError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        ConfigurationError,
+        ConversationAlreadyCompletedError,
+        FayError,
+        InvalidRequestIdError,
+        NotFoundError,
+        NotTrackedError,
+        RateLimitError,
+        RequestValidationError,
+        ResearchError,
+        ResearchFailedError,
+        ResearchNotCompletedError,
+        ResearchStoppedError,
+        ResearchTimeoutError,
+        ServerError,
+        StopTimeoutError,
+        UnexpectedResponseError,
+    )
+
+#: Where each public name lives: imported on first use (PEP 562), so that importing
+#: fay_async costs little more than importing httpx.
+_LOCATIONS: dict[str, str] = {
+    "APIConnectionError": "exceptions",
+    "APIError": "exceptions",
+    "APITimeoutError": "exceptions",
+    "ActiveResearch": "_registry",
+    "AuthenticationError": "exceptions",
+    "BadRequestError": "exceptions",
+    "BatchItem": "_journal",
+    "BatchResult": "_batch",
+    "ConfigurationError": "exceptions",
+    "ConversationAlreadyCompletedError": "exceptions",
+    "ConversationInfo": "_models",
+    "ConversationOutput": "_models",
+    "CreateRequest": "_models",
+    "CreatedConversation": "_models",
+    "FayClient": "_client",
+    "FayError": "exceptions",
+    "InvalidRequestIdError": "exceptions",
+    "NotFoundError": "exceptions",
+    "NotTrackedError": "exceptions",
+    "PollPolicy": "_polling",
+    "RateLimitError": "exceptions",
+    "RateLimits": "_ratelimit",
+    "RequestValidationError": "exceptions",
+    "ResearchError": "exceptions",
+    "ResearchFailedError": "exceptions",
+    "ResearchManager": "_manager",
+    "ResearchMany": "_batch",
+    "ResearchNotCompletedError": "exceptions",
+    "ResearchResult": "_models",
+    "ResearchStatus": "_models",
+    "ResearchStoppedError": "exceptions",
+    "ResearchTimeoutError": "exceptions",
+    "ServerError": "exceptions",
+    "StopResult": "_models",
+    "StopTimeoutError": "exceptions",
+    "UnexpectedResponseError": "exceptions",
+    "research_many": "_batch",
+    "validate_request_id": "_client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from ._config import version  # noqa: PLC0415
+
+        return version()
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "APIConnectionError",

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import functools
 from typing import Final
 
 
-def _version() -> str:
+@functools.cache
+def version() -> str:
+    """The installed version of fay-async, looked up once, when first asked for.
+
+    Not at import: ``importlib.metadata`` costs tens of milliseconds of start-up.
+    """
+    from importlib.metadata import PackageNotFoundError  # noqa: PLC0415
+    from importlib.metadata import version as installed  # noqa: PLC0415
+
     try:
-        return version("fay-async")
+        return installed("fay-async")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0+unknown"
 
 
-VERSION: Final = _version()
+def __getattr__(name: str) -> str:
+    if name == "VERSION":
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 API_KEY_ENV: Final = "FAY_API_KEY"
 BASE_URL_ENV: Final = "FAY_BASE_URL"

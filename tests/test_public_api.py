@@ -4,18 +4,36 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 import fay_async
 from fay_async import exceptions
 
 
 def test_all_is_sorted_and_complete() -> None:
     assert fay_async.__all__ == sorted(fay_async.__all__)
-    public = {
-        name
-        for name, value in vars(fay_async).items()
-        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
-    }
-    assert public | {"__version__"} == set(fay_async.__all__)
+    assert set(fay_async._LOCATIONS) | {"__version__"} == set(fay_async.__all__)
+    for name in fay_async.__all__:
+        value = getattr(fay_async, name)
+        assert not inspect.ismodule(value), name
+        if name != "__version__":
+            assert getattr(value, "__name__", name) == name
+    assert set(fay_async.__all__) <= set(dir(fay_async))
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        fay_async.Nope  # noqa: B018
+
+
+def test_importing_the_package_loads_no_submodule_until_a_name_is_used() -> None:
+    code = (
+        "import sys, fay_async; "
+        "print(sorted(m for m in sys.modules if m.startswith('fay_async.'))); "
+        "fay_async.FayClient; "
+        "print('fay_async._client' in sys.modules, 'importlib.metadata' in sys.modules)"
+    )
+    out = subprocess.run(  # noqa: S603 - this interpreter, fixed code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.splitlines() == ["[]", "True False"]
 
 
 def test_every_exception_is_exported_and_documented() -> None:
