@@ -19,7 +19,7 @@ from ._models import (
     ResearchStatus,
     StopResult,
 )
-from ._ratelimit import Endpoint, RateLimiter, RateLimits, coerce_limits
+from ._ratelimit import Endpoint, RateLimiter, RateLimits, Slot, coerce_limits
 from ._transport import RetryPolicy, Transport
 from .exceptions import (
     APIError,
@@ -141,8 +141,11 @@ class FayClient:
 
     ``api_key`` defaults to the ``FAY_API_KEY`` environment variable and ``base_url`` (the
     origin, such as ``https://api.fay.work``) to ``FAY_BASE_URL``. ``timeout`` bounds one
-    HTTP attempt; ``deadline`` bounds one call across all its retries. Use it as an async
-    context manager, or call :meth:`aclose` when done.
+    HTTP attempt; ``deadline`` bounds one call across all its retries. ``rate_limits`` is
+    a :class:`RateLimits`, a mapping such as ``{"status": 100}`` or a tier name
+    (``"free"``, ``"pro"``). ``transport`` is an httpx transport for the client's own
+    httpx client (closed with it); ``http_client`` an httpx client to borrow (left open).
+    Use it as an async context manager, or call :meth:`aclose` when done.
     """
 
     def __init__(
@@ -154,8 +157,9 @@ class FayClient:
         max_retries: int = _config.DEFAULT_MAX_RETRIES,
         deadline: float | None = 120.0,
         max_retry_after: float = _config.DEFAULT_MAX_RETRY_AFTER,
-        rate_limits: RateLimits | Mapping[str, int] | None = None,
+        rate_limits: RateLimits | Mapping[str, int] | str | None = None,
         http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         default_headers: Mapping[str, str] | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
@@ -188,6 +192,7 @@ class FayClient:
         if any(name.lower() == "authorization" for name in headers):
             raise ConfigurationError("default_headers must not set Authorization; pass api_key")
         self.rate_limits = limits
+        self._limiter = RateLimiter(limits) if limits is not None else None
         self._transport = Transport(
             api_key=key,
             base_url=self._base_url + _config.API_PREFIX,
@@ -195,8 +200,8 @@ class FayClient:
             retry=RetryPolicy(max_retries=max_retries, max_retry_after=float(max_retry_after)),
             deadline=deadline,
             http_client=http_client,
+            http_transport=transport,
             headers=headers,
-            limiter=RateLimiter(limits) if limits is not None else None,
         )
 
     @property
@@ -207,7 +212,7 @@ class FayClient:
     @property
     def rate_limiter(self) -> RateLimiter | None:
         """The client-side budget every call through this client draws on, if any."""
-        return self._transport.limiter
+        return self._limiter
 
     @property
     def is_closed(self) -> bool:
@@ -241,15 +246,11 @@ class FayClient:
         *,
         json_body: Mapping[str, Any] | None = None,
         may_resend: bool = True,
-        slot_taken: bool = False,
+        slot: Slot | None = None,
     ) -> Any:
+        hook = self._limiter.attempt_hook(endpoint, slot) if self._limiter is not None else None
         response = await self._transport.request(
-            method,
-            path,
-            endpoint=endpoint,
-            json=json_body,
-            may_resend=may_resend,
-            slot_taken=slot_taken,
+            method, path, json=json_body, may_resend=may_resend, hook=hook
         )
         data = _wire.decode_envelope(response.status_code, response.content)
         return _wire.structure(response.status_code, data, model, response.content)
@@ -266,7 +267,7 @@ class FayClient:
             prompt,
             structured_output=structured_output,
             output_schema=output_schema,
-            slot_taken=False,
+            slot=None,
         )
 
     async def _create_conversation(
@@ -275,13 +276,13 @@ class FayClient:
         *,
         structured_output: bool,
         output_schema: Mapping[str, Any] | None,
-        slot_taken: bool,
+        slot: Slot | None,
     ) -> CreatedConversation:
-        """:meth:`create_conversation`; ``slot_taken``: its budget slot is already taken.
+        """:meth:`create_conversation`; ``slot``: its place in the budget, already reserved.
 
         A caller that must not be held once the create is sent (the manager sends it
-        shielded) takes the slot first, where waiting for it can be cancelled, from
-        :attr:`rate_limiter`, and passes ``slot_taken=True``.
+        shielded) reserves the slot first, where waiting for it can be cancelled, from
+        :attr:`rate_limiter`, and passes it here.
         """
         body = check_create_arguments(prompt, structured_output, output_schema)
         result: CreatedConversation = await self._call(
@@ -291,7 +292,7 @@ class FayClient:
             CreatedConversation,
             json_body=body,
             may_resend=False,
-            slot_taken=slot_taken,
+            slot=slot,
         )
         return result
 

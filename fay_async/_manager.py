@@ -29,6 +29,7 @@ import attrs
 from ._client import FayClient, check_create_arguments, validate_request_id
 from ._models import ConversationInfo, ResearchResult, ResearchStatus, StopResult
 from ._polling import PollPolicy, StatusPoller, Watch
+from ._ratelimit import Slot
 from .exceptions import (
     APITimeoutError,
     FayError,
@@ -275,16 +276,19 @@ class ResearchManager:
         before_create: Callable[[], object] | None = None,
     ) -> str:
         limiter = self.client.rate_limiter
+        slot = None
         if limiter is not None:
             # The create's slot in the client's budget is taken here, where a cancellation
             # ends the wait at once; the create itself is sent shielded, and must not wait
             # there for a slot that someone else using the client took meanwhile.
-            await limiter.acquire("create", wait=limiter.limits.wait_for_create)
+            slot = await limiter.reserve("create", wait=limiter.limits.wait_for_create)
         running = self._check_open()  # it may have closed during the wait
         if before_create is not None:
             before_create()
         job: _Job[str] = _Job()
-        running.tg.start_soon(self._run_create, job, prompt, structured_output, output_schema)
+        running.tg.start_soon(
+            self._run_create, job, prompt, structured_output, output_schema, slot
+        )
         try:
             with anyio.CancelScope(shield=True):
                 await job.done.wait()
@@ -305,6 +309,7 @@ class ResearchManager:
         prompt: str,
         structured_output: bool,
         output_schema: Mapping[str, Any] | None,
+        slot: Slot | None,
     ) -> None:
         try:
             with anyio.CancelScope(shield=True):
@@ -312,7 +317,7 @@ class ResearchManager:
                     prompt,
                     structured_output=structured_output,
                     output_schema=output_schema,
-                    slot_taken=True,
+                    slot=slot,
                 )
                 self._active[created.request_id] = ActiveResearch(
                     request_id=created.request_id,

@@ -54,7 +54,7 @@ async def test_unlimited_endpoint_never_waits() -> None:
     limiter = RateLimiter(RateLimits(status=1))
     start = anyio.current_time()
     for _ in range(50):
-        await limiter.acquire("output")
+        await limiter.reserve("output")
     assert anyio.current_time() == start
     assert limiter.available("output") == math.inf
     assert limiter.next_free("output") == 0.0
@@ -66,12 +66,12 @@ async def test_a_call_beyond_budget_waits_for_the_oldest_slot() -> None:
     limiter = RateLimiter(RateLimits(status=3, window=60.0))
     start = anyio.current_time()
     for _ in range(3):
-        await limiter.acquire("status")
+        await limiter.reserve("status")
         await anyio.sleep(10.0)
     assert limiter.available("status") == 0
     # The oldest call leaves the window at 60 s; the wait adds a slack of 0.01 % of it.
     assert limiter.next_free("status") == pytest.approx(30.0 + 60.0 * SLACK)
-    await limiter.acquire("status")
+    await limiter.reserve("status")
     assert anyio.current_time() - start == pytest.approx(60.0 + 60.0 * SLACK)
     assert limiter.available("status") == 0  # calls at 10, 20 and 60 are in the window
     await anyio.sleep(10.0)
@@ -81,11 +81,11 @@ async def test_a_call_beyond_budget_waits_for_the_oldest_slot() -> None:
 @pytest.mark.anyio
 async def test_waiters_get_their_slots_in_order() -> None:
     limiter = RateLimiter(RateLimits(stop=1, window=10.0))
-    await limiter.acquire("stop")
+    await limiter.reserve("stop")
     order: list[tuple[int, float]] = []
 
     async def take(n: int) -> None:
-        await limiter.acquire("stop")
+        await limiter.reserve("stop")
         order.append((n, anyio.current_time()))
 
     start = anyio.current_time()
@@ -101,10 +101,10 @@ async def test_waiters_get_their_slots_in_order() -> None:
 @pytest.mark.anyio
 async def test_not_waiting_raises_with_the_wait() -> None:
     limiter = RateLimiter(RateLimits(create=1, window=100.0))
-    await limiter.acquire("create", wait=False)
+    await limiter.reserve("create", wait=False)
     await anyio.sleep(30.0)
     with pytest.raises(RateLimitError) as info:
-        await limiter.acquire("create", wait=False)
+        await limiter.reserve("create", wait=False)
     assert info.value.retry_after == pytest.approx(70.0 + 100.0 * SLACK)
     assert info.value.code is None
     assert "create budget of 1 calls per 100 s is spent" in str(info.value)
@@ -118,7 +118,7 @@ async def test_a_block_holds_every_call_of_the_endpoint() -> None:
     assert limiter.available("status") == 0
     assert limiter.next_free("status") == pytest.approx(12.0)
     start = anyio.current_time()
-    await limiter.acquire("status")
+    await limiter.reserve("status")
     assert anyio.current_time() - start == pytest.approx(12.0)
     assert limiter.available("status") == 99
 
@@ -128,12 +128,12 @@ async def test_a_block_on_an_unlimited_endpoint() -> None:
     limiter = RateLimiter(RateLimits())
     limiter.block("output", 3.0)
     with pytest.raises(RateLimitError, match="output endpoint asked to wait") as info:
-        await limiter.acquire("output", wait=False)
+        await limiter.reserve("output", wait=False)
     assert info.value.retry_after == pytest.approx(3.0)
     start = anyio.current_time()
-    await limiter.acquire("output")
+    await limiter.reserve("output")
     assert anyio.current_time() - start == pytest.approx(3.0)
-    await limiter.acquire("output")  # the hold is over
+    await limiter.reserve("output")  # the hold is over
     assert anyio.current_time() - start == pytest.approx(3.0)
 
 

@@ -454,9 +454,7 @@ async def test_a_body_that_is_not_valid_unicode_is_a_configuration_error(
     route = mock.post("/conversations").mock(return_value=response(docs.CREATED))
     async with client() as fay:
         with pytest.raises(exceptions.ConfigurationError, match="as utf-8"):
-            await fay._transport.request(
-                "POST", "/conversations", endpoint="create", json={"prompt": "\ud800"}
-            )
+            await fay._transport.request("POST", "/conversations", json={"prompt": "\ud800"})
     assert not route.called
 
 
