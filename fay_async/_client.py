@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import unicodedata
 from collections.abc import Mapping
@@ -174,6 +175,11 @@ class FayClient:
                 raise ConfigurationError(
                     f"{name} must be a positive number of seconds, got {value!r}"
                 )
+        if not math.isfinite(max_retry_after):
+            # NaN would compare as "not too long" and sleep through any Retry-After.
+            raise ConfigurationError(
+                f"max_retry_after must be a finite number of seconds, got {max_retry_after!r}"
+            )
         if deadline is not None and (
             not isinstance(deadline, (int, float)) or isinstance(deadline, bool) or deadline <= 0
         ):
