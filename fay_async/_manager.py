@@ -286,9 +286,7 @@ class ResearchManager:
         if before_create is not None:
             before_create()
         job: _Job[str] = _Job()
-        running.tg.start_soon(
-            self._run_create, job, prompt, structured_output, output_schema, slot
-        )
+        running.tg.start_soon(self._run_create, job, prompt, structured_output, output_schema, slot)
         try:
             with anyio.CancelScope(shield=True):
                 await job.done.wait()

@@ -263,4 +263,4 @@ def coerce_limits(value: RateLimits | Mapping[str, int] | str | None) -> RateLim
         raise ValueError(
             f"unknown rate-limit endpoints {sorted(unknown, key=repr)}; known: {list(ENDPOINTS)}"
         )
-    return RateLimits(**value)
+    return RateLimits(**value)  # type: ignore[arg-type]

@@ -28,13 +28,13 @@ import attrs
 import httpx
 
 from . import _wire
+from . import exceptions as exc
 from ._config import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_CAP,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_AFTER,
 )
-from . import exceptions as exc
 
 __all__ = [
     "AttemptHook",
@@ -88,24 +88,19 @@ class RetryPolicy:
     ``__init__`` under a global named ``_config``, which a module-level ``_config`` shadows.
     """
 
-    max_retries: int = attrs.field(
-        default=DEFAULT_MAX_RETRIES, validator=_whole_at_least_zero
-    )
-    backoff_base: float = attrs.field(
-        default=DEFAULT_BACKOFF_BASE, validator=_positive_finite
-    )
+    max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=_whole_at_least_zero)
+    backoff_base: float = attrs.field(default=DEFAULT_BACKOFF_BASE, validator=_positive_finite)
     backoff_cap: float = attrs.field(default=DEFAULT_BACKOFF_CAP, validator=_positive_finite)
     #: A longer ``Retry-After`` is raised rather than slept through.
     max_retry_after: float = attrs.field(
         default=DEFAULT_MAX_RETRY_AFTER, validator=_positive_finite
     )
 
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """Full jitter: a uniform draw below the exponential step of this retry."""
-        return self.backoff_after(retry, rng.random())
+    def backoff(self, retry: int, jitter: float) -> float:
+        """Full jitter: ``jitter``, drawn uniformly in [0, 1), of this retry's exponential step.
 
-    def backoff_after(self, retry: int, jitter: float) -> float:
-        """The backoff of retry number ``retry`` (from 0) for a ``jitter`` drawn in [0, 1)."""
+        ``retry`` counts from 0.
+        """
         return jitter * min(self.backoff_cap, self.backoff_base * 2.0**retry)
 
 
@@ -237,9 +232,7 @@ def _decide_answer(
     if retry_after is not None and retry_after > policy.max_retry_after:
         return Fail(error)
     delay = (
-        retry_after
-        if retry_after is not None
-        else policy.backoff_after(state.attempt - 1, state.jitter)
+        retry_after if retry_after is not None else policy.backoff(state.attempt - 1, state.jitter)
     )
     return Fail(error) if delay >= state.time_left else Retry(delay)
 
@@ -252,7 +245,7 @@ def _decide_failure(error: Exception, state: AttemptState, policy: RetryPolicy) 
     )
     if not retryable or state.attempt > policy.max_retries:
         return Fail(failure, error)
-    delay = policy.backoff_after(state.attempt - 1, state.jitter)
+    delay = policy.backoff(state.attempt - 1, state.jitter)
     return Fail(failure, error) if delay >= state.time_left else Retry(delay)
 
 
@@ -348,17 +341,14 @@ class Transport:
             raise exc.ConfigurationError(
                 f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
             )
-        if http_transport is not None and not isinstance(
-            http_transport, httpx.AsyncBaseTransport
-        ):
+        if http_transport is not None and not isinstance(http_transport, httpx.AsyncBaseTransport):
             raise exc.ConfigurationError(
                 "transport must be an httpx.AsyncBaseTransport (such as "
                 f"httpx.AsyncHTTPTransport), got {type(http_transport).__name__}"
             )
         if http_client is not None and http_transport is not None:
             raise exc.ConfigurationError(
-                "pass transport or http_client, not both: an http_client brings its own "
-                "transport"
+                "pass transport or http_client, not both: an http_client brings its own transport"
             )
         self._base = base_url.rstrip("/")
         self._timeout = httpx.Timeout(timeout)
@@ -470,9 +460,12 @@ class Transport:
             now = anyio.current_time()
             _log_attempt(method, path, attempt, now - started, outcome)
             progress.sent = sent_before or may_have_arrived(outcome)
-            if hook is not None and isinstance(outcome, httpx.Response):
-                if outcome.status_code == 429:
-                    hook.after_refusal(parse_retry_after(outcome.headers.get("retry-after")))
+            if (
+                hook is not None
+                and isinstance(outcome, httpx.Response)
+                and outcome.status_code == 429
+            ):
+                hook.after_refusal(parse_retry_after(outcome.headers.get("retry-after")))
             state = AttemptState(
                 method=method,
                 path=path,

@@ -310,9 +310,7 @@ async def test_a_create_given_a_slot_takes_no_second_one() -> None:
 async def test_the_retry_of_a_create_given_a_slot_takes_its_own() -> None:
     fake = FakeFay()
     with fake.mocked() as router:
-        router.post("/conversations").mock(
-            side_effect=[httpx.ConnectError("refused"), fake.create]
-        )
+        router.post("/conversations").mock(side_effect=[httpx.ConnectError("refused"), fake.create])
         async with client(RateLimits(create=3), max_retries=1) as fay:
             limiter = fay.rate_limiter
             assert limiter is not None

@@ -618,9 +618,9 @@ def test_a_nan_max_retry_after_is_refused() -> None:
 
 def test_backoff_is_the_jitter_times_the_capped_exponential_step() -> None:
     policy = RetryPolicy(backoff_base=0.5, backoff_cap=3.0)
-    assert policy.backoff_after(0, 0.5) == 0.25
-    assert policy.backoff_after(2, 1.0) == 2.0
-    assert policy.backoff_after(10, 0.5) == 1.5
+    assert policy.backoff(0, 0.5) == 0.25
+    assert policy.backoff(2, 1.0) == 2.0
+    assert policy.backoff(10, 0.5) == 1.5
 
 
 # --- decide(): the table of what follows an attempt ------------------------------------------
@@ -831,6 +831,7 @@ async def test_a_borrowed_http_client_is_used_with_the_call_headers() -> None:
     seen = RecordingTransport()
     async with httpx.AsyncClient(transport=seen, headers={"X-Team": "research"}) as http:
         async with client(http_client=http, timeout=4.0) as fay:
+            assert fay._transport.http is http
             await fay.get_status(docs.REQUEST_ID)
         assert not seen.closed
     (request,) = seen.requests
