@@ -200,6 +200,8 @@ class RateLimiter:
         ``limits.wait_for_create`` says so, other calls always do. A 429 with
         ``Retry-After`` holds back every call to the endpoint for that long.
         """
+        if slot is not None and slot.endpoint != endpoint:
+            raise ValueError(f"a slot reserved for {slot.endpoint} cannot pay for a {endpoint}")
         return _BudgetHook(self, endpoint, slot)
 
     async def _wait_unblocked(self, endpoint: Endpoint, *, wait: bool) -> None:

@@ -246,6 +246,12 @@ async def test_a_hook_uses_the_given_slot_for_the_first_attempt_only() -> None:
     assert limiter.available("create") == 1
 
 
+def test_a_slot_pays_only_for_its_own_endpoint() -> None:
+    limiter = RateLimiter(RateLimits(create=5))
+    with pytest.raises(ValueError, match="a slot reserved for status cannot pay for a create"):
+        limiter.attempt_hook("create", Slot("status", 0.0))
+
+
 @pytest.mark.anyio
 async def test_a_hook_does_not_wait_for_a_create_unless_told_to() -> None:
     limiter = RateLimiter(RateLimits(create=1, wait_for_create=False))
