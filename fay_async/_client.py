@@ -161,8 +161,11 @@ class FayClient:
 
     ``api_key`` defaults to the ``FAY_API_KEY`` environment variable and ``base_url`` (the
     origin, such as ``https://api.fay.work``) to ``FAY_BASE_URL``. ``timeout`` bounds one
-    HTTP attempt; ``deadline`` bounds one call across all its retries. Use it as an async
-    context manager, or call :meth:`aclose` when done.
+    HTTP attempt; ``deadline`` bounds one call across all its retries. ``rate_limits`` is
+    a :class:`RateLimits`, a mapping such as ``{"status": 100}`` or a tier name
+    (``"free"``, ``"pro"``). ``transport`` is an httpx transport for the client's own
+    httpx client (closed with it); ``http_client`` an httpx client to borrow (left open).
+    Use it as an async context manager, or call :meth:`aclose` when done.
     """
 
     def __init__(
@@ -174,8 +177,9 @@ class FayClient:
         max_retries: int = _config.DEFAULT_MAX_RETRIES,
         deadline: float | None = 120.0,
         max_retry_after: float = _config.DEFAULT_MAX_RETRY_AFTER,
-        rate_limits: RateLimits | Mapping[str, int] | None = None,
+        rate_limits: RateLimits | Mapping[str, int] | str | None = None,
         http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         default_headers: Mapping[str, str] | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
@@ -203,6 +207,7 @@ class FayClient:
         if any(name.lower() == "authorization" for name in headers):
             raise ConfigurationError("default_headers must not set Authorization; pass api_key")
         self.rate_limits = limits
+        self._limiter = RateLimiter(limits) if limits is not None else None
         self._transport = Transport(
             api_key=key,
             base_url=self._base_url + _config.API_PREFIX,
@@ -210,8 +215,8 @@ class FayClient:
             retry=RetryPolicy(max_retries=max_retries, max_retry_after=float(max_retry_after)),
             deadline=deadline,
             http_client=http_client,
+            http_transport=transport,
             headers=headers,
-            limiter=RateLimiter(limits) if limits is not None else None,
         )
 
     @property
@@ -222,7 +227,7 @@ class FayClient:
     @property
     def rate_limiter(self) -> RateLimiter | None:
         """The client-side budget every call through this client draws on, if any."""
-        return self._transport.limiter
+        return self._limiter
 
     @property
     def is_closed(self) -> bool:
@@ -258,13 +263,9 @@ class FayClient:
         may_resend: bool = True,
         slot: Slot | None = None,
     ) -> Any:
+        hook = self._limiter.attempt_hook(endpoint, slot) if self._limiter is not None else None
         response = await self._transport.request(
-            method,
-            path,
-            endpoint=endpoint,
-            json=json_body,
-            may_resend=may_resend,
-            slot_taken=slot is not None,
+            method, path, json=json_body, may_resend=may_resend, hook=hook
         )
         data = _wire.decode_envelope(response.status_code, response.content)
         return _wire.structure(response.status_code, data, model, response.content)

@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import anyio
 import attrs
 
 from .exceptions import RateLimitError
 
-__all__ = ["ENDPOINTS", "Endpoint", "RateLimiter", "RateLimits", "Slot"]
+if TYPE_CHECKING:
+    from ._transport import AttemptHook
+
+__all__ = ["ENDPOINTS", "Endpoint", "RateLimiter", "RateLimits", "Slot", "coerce_limits"]
 
 Endpoint = Literal["create", "status", "output", "stop"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
@@ -89,6 +92,14 @@ SLACK: Final = 1e-4
 _EPSILON: Final = 1e-9
 
 
+@attrs.frozen
+class Slot:
+    """One call's place in the budget of ``endpoint``, counted at ``taken_at``."""
+
+    endpoint: Endpoint
+    taken_at: float
+
+
 class _Window:
     """The times of the calls made in the last ``window`` seconds, oldest first."""
 
@@ -106,14 +117,6 @@ class _Window:
         if len(self.sent) < self.limit:
             return now
         return self.sent[0] + self.window * (1.0 + SLACK)
-
-
-@attrs.frozen
-class Slot:
-    """One call's slot in the budget of ``endpoint``, taken (and counted) at ``taken_at``."""
-
-    endpoint: Endpoint
-    taken_at: float
 
 
 class RateLimiter:
@@ -161,21 +164,24 @@ class RateLimiter:
         until = anyio.current_time() + seconds
         self._blocked_until[endpoint] = max(self._blocked_until.get(endpoint, 0.0), until)
 
-    async def acquire(self, endpoint: Endpoint, *, wait: bool = True) -> None:
-        """Take a slot for one call to ``endpoint``; wait for one, or raise when ``wait`` is off."""
+    async def reserve(self, endpoint: Endpoint, *, wait: bool = True) -> Slot:
+        """Take a slot for one call to ``endpoint``; wait for one, or raise when ``wait`` is off.
+
+        Slots are handed out in the order they were asked for. The slot is counted as
+        soon as it is returned: pass it to the call it was reserved for.
+        """
         window = self._windows.get(endpoint)
-        blocked = self._blocked_until.get(endpoint)
-        if window is None and blocked is None:
-            return
         if window is None:
-            await self._wait_unblocked(endpoint, wait=wait)
-            return
+            if endpoint in self._blocked_until:
+                await self._wait_unblocked(endpoint, wait=wait)
+            return Slot(endpoint, anyio.current_time())
         async with window.lock:  # FIFO: callers get slots in the order they asked
             while True:
                 delay = self.next_free(endpoint)
                 if delay <= 0:
-                    window.sent.append(anyio.current_time())
-                    return
+                    now = anyio.current_time()
+                    window.sent.append(now)
+                    return Slot(endpoint, now)
                 if not wait:
                     raise RateLimitError(
                         f"the client-side {endpoint} budget of {window.limit} calls per "
@@ -186,10 +192,17 @@ class RateLimiter:
                     )
                 await anyio.sleep(delay)
 
-    async def reserve(self, endpoint: Endpoint, *, wait: bool = True) -> Slot:
-        """Take a slot for one later call to ``endpoint`` (see :meth:`acquire`) and return it."""
-        await self.acquire(endpoint, wait=wait)
-        return Slot(endpoint, anyio.current_time())
+    def attempt_hook(self, endpoint: Endpoint, slot: Slot | None = None) -> AttemptHook:
+        """The budget's part in each HTTP attempt of one call to ``endpoint``.
+
+        The first attempt uses ``slot`` when one was reserved for the call, else reserves
+        one; every retry reserves its own. Creates wait for a slot only when
+        ``limits.wait_for_create`` says so, other calls always do. A 429 with
+        ``Retry-After`` holds back every call to the endpoint for that long.
+        """
+        if slot is not None and slot.endpoint != endpoint:
+            raise ValueError(f"a slot reserved for {slot.endpoint} cannot pay for a {endpoint}")
+        return _BudgetHook(self, endpoint, slot)
 
     async def _wait_unblocked(self, endpoint: Endpoint, *, wait: bool) -> None:
         delay = self.next_free(endpoint)
@@ -205,13 +218,51 @@ class RateLimiter:
         await anyio.sleep(delay)
 
 
-def coerce_limits(value: RateLimits | Mapping[str, int] | None) -> RateLimits | None:
-    """Accept ``RateLimits`` or a plain mapping such as ``{"status": 100}``."""
+class _BudgetHook:
+    """:meth:`RateLimiter.attempt_hook`: the budget seen from one call's attempts."""
+
+    __slots__ = ("_endpoint", "_limiter", "_slot")
+
+    def __init__(self, limiter: RateLimiter, endpoint: Endpoint, slot: Slot | None) -> None:
+        self._limiter = limiter
+        self._endpoint = endpoint
+        self._slot = slot
+
+    async def before_attempt(self, attempt: int) -> None:
+        if attempt == 1 and self._slot is not None:
+            return
+        wait = self._endpoint != "create" or self._limiter.limits.wait_for_create
+        await self._limiter.reserve(self._endpoint, wait=wait)
+
+    def after_refusal(self, retry_after: float | None) -> None:
+        if retry_after is not None:
+            self._limiter.block(self._endpoint, retry_after)
+
+
+#: The spellings of the published tiers that ``rate_limits`` accepts.
+TIERS: Final[Mapping[str, RateLimits]] = {"free": RateLimits.FREE, "pro": RateLimits.PRO}
+
+_EXPECTED: Final = "RateLimits, a mapping such as {'status': 100}, or a tier name 'free'/'pro'"
+
+
+def coerce_limits(value: RateLimits | Mapping[str, int] | str | None) -> RateLimits | None:
+    """Accept ``RateLimits``, a mapping such as ``{"status": 100}`` or a tier name.
+
+    Raises ``TypeError`` for a value of another type and ``ValueError`` for an unknown
+    tier name or endpoint; both messages say what is expected.
+    """
     if value is None or isinstance(value, RateLimits):
         return value
+    if isinstance(value, str):
+        tier = TIERS.get(value.strip().lower())
+        if tier is None:
+            raise ValueError(f"unknown tier {value!r}; expected {_EXPECTED}")
+        return tier
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected {_EXPECTED}, got {type(value).__name__}")
     unknown = set(value) - set(ENDPOINTS)
     if unknown:
         raise ValueError(
-            f"unknown rate-limit endpoints {sorted(unknown)}; known: {list(ENDPOINTS)}"
+            f"unknown rate-limit endpoints {sorted(unknown, key=repr)}; known: {list(ENDPOINTS)}"
         )
     return RateLimits(**value)  # type: ignore[arg-type]

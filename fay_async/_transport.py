@@ -3,6 +3,12 @@
 It owns (or borrows) one ``httpx.AsyncClient``, sends the auth header, applies timeouts,
 retries with exponential backoff and full jitter, honours ``Retry-After``, and turns every
 httpx failure and every non-2xx answer into a :class:`~fay_async.exceptions.FayError`.
+
+What to do after each attempt is decided by :func:`decide`, a pure function of the
+attempt's outcome (a response or an httpx error) and where the call stands; the loop in
+:meth:`Transport.request` only carries the decisions out. The transport knows no endpoint
+names: whatever must happen around each attempt (the client-side budget) comes in as an
+:class:`AttemptHook`.
 """
 
 from __future__ import annotations
@@ -15,17 +21,35 @@ import random
 import ssl
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import attrs
 import httpx
 
-from . import _config, _wire
+from . import _wire
 from . import exceptions as exc
-from ._ratelimit import Endpoint, RateLimiter
+from ._config import (
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_CAP,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER,
+)
+from ._validators import attrs_count, attrs_seconds
 
-__all__ = ["RawResponse", "RetryPolicy", "Transport", "parse_retry_after"]
+__all__ = [
+    "AttemptHook",
+    "AttemptState",
+    "Decision",
+    "Done",
+    "Fail",
+    "RawResponse",
+    "Retry",
+    "RetryPolicy",
+    "Transport",
+    "decide",
+    "parse_retry_after",
+]
 
 logger: Final = logging.getLogger("fay_async")
 
@@ -35,27 +59,43 @@ RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 #: was never made, or no pooled connection was ever handed out.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
+#: Every exception httpx raises for a request (httpx.HTTPError does not cover them all).
+_HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict)
+
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """How failed attempts are retried (the defaults are those of :mod:`fay_async._config`)."""
+    """How failed attempts are retried (the defaults are those of :mod:`fay_async._config`).
 
-    max_retries: int = _config.DEFAULT_MAX_RETRIES
-    backoff_base: float = _config.DEFAULT_BACKOFF_BASE
-    backoff_cap: float = _config.DEFAULT_BACKOFF_CAP
-    max_retry_after: float = _config.DEFAULT_MAX_RETRY_AFTER
+    The defaults are imported by name: attrs (26.1) runs the validators of a generated
+    ``__init__`` under a global named ``_config``, which a module-level ``_config`` shadows.
+    """
 
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """Full jitter: a uniform draw below the exponential step of this retry."""
-        return rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2.0**retry))
+    max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=attrs_count(minimum=0))
+    backoff_base: float = attrs.field(default=DEFAULT_BACKOFF_BASE, validator=attrs_seconds())
+    backoff_cap: float = attrs.field(default=DEFAULT_BACKOFF_CAP, validator=attrs_seconds())
+    #: A longer ``Retry-After`` is raised rather than slept through.
+    max_retry_after: float = attrs.field(default=DEFAULT_MAX_RETRY_AFTER, validator=attrs_seconds())
+
+    def backoff(self, retry: int, jitter: float) -> float:
+        """Full jitter: ``jitter``, drawn uniformly in [0, 1), of this retry's exponential step.
+
+        ``retry`` counts from 0.
+        """
+        return jitter * min(self.backoff_cap, self.backoff_base * 2.0**retry)
 
 
-@attrs.define
-class _Progress:
-    """What the attempts of one request have done so far."""
+class AttemptHook(Protocol):
+    """What runs around each HTTP attempt of one request (the client-side budget)."""
 
-    #: An attempt may have reached the service and taken effect (not refused with 429).
-    sent: bool = False
+    async def before_attempt(self, attempt: int) -> None:
+        """Wait until attempt number ``attempt`` (from 1) may be sent.
+
+        The first attempt's wait comes before the request's deadline starts.
+        """
+
+    def after_refusal(self, retry_after: float | None) -> None:
+        """The service answered 429, asking to wait ``retry_after`` seconds if it said."""
 
 
 @attrs.frozen
@@ -64,6 +104,49 @@ class RawResponse:
 
     status_code: int
     content: bytes
+
+
+@attrs.frozen(kw_only=True)
+class AttemptState:
+    """Where a request stands once one of its attempts has ended."""
+
+    method: str
+    path: str
+    #: The attempt that just ended, from 1.
+    attempt: int
+    #: Whether the request may be sent again after it may have reached the service.
+    may_resend: bool
+    #: Whether any attempt so far, this one included, may have reached the service.
+    sent: bool
+    #: Seconds until the request's deadline (``inf`` without one).
+    time_left: float
+    #: A uniform draw in [0, 1) for the backoff of a retry.
+    jitter: float
+
+
+@attrs.frozen
+class Done:
+    """The request succeeded with this answer."""
+
+    response: RawResponse
+
+
+@attrs.frozen
+class Retry:
+    """Send the request again in ``after`` seconds."""
+
+    after: float
+
+
+@attrs.frozen
+class Fail:
+    """Give up: raise ``error`` (from ``cause``, the httpx error, if any)."""
+
+    error: exc.FayError
+    cause: BaseException | None = None
+
+
+Decision = Done | Retry | Fail
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -86,6 +169,122 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+def may_have_arrived(outcome: httpx.Response | Exception) -> bool:
+    """Whether an attempt with this outcome may have reached the service and taken effect.
+
+    A 429 refused the request; a failure to connect never delivered it.
+    """
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code != 429
+    return not isinstance(outcome, _NOT_SENT)
+
+
+def decide(
+    outcome: httpx.Response | Exception, state: AttemptState, policy: RetryPolicy
+) -> Decision:
+    """What to do after an attempt that ended with ``outcome`` (a response or httpx error)."""
+    if isinstance(outcome, httpx.Response):
+        return _decide_answer(
+            outcome.status_code,
+            outcome.content,
+            parse_retry_after(outcome.headers.get("retry-after")),
+            state,
+            policy,
+        )
+    return _decide_failure(outcome, state, policy)
+
+
+def _decide_answer(
+    status: int,
+    content: bytes,
+    retry_after: float | None,
+    state: AttemptState,
+    policy: RetryPolicy,
+) -> Decision:
+    if 200 <= status < 300:
+        return Done(RawResponse(status, content))
+    error = _wire.error_from_response(status, content)
+    if isinstance(error, exc.RateLimitError):
+        error.retry_after = retry_after
+    # A create is sent again only after a 429: the service refused it, so it never started.
+    retryable = status in RETRY_STATUSES and (state.may_resend or status == 429)
+    if not retryable or state.attempt > policy.max_retries:
+        return Fail(error)
+    if retry_after is not None and retry_after > policy.max_retry_after:
+        return Fail(error)
+    delay = (
+        retry_after if retry_after is not None else policy.backoff(state.attempt - 1, state.jitter)
+    )
+    return Fail(error) if delay >= state.time_left else Retry(delay)
+
+
+def _decide_failure(error: Exception, state: AttemptState, policy: RetryPolicy) -> Decision:
+    failure = _connection_error(state.method, state.path, error, sent=state.sent)
+    # A create is sent again only when it certainly never left: the connection failed.
+    retryable = isinstance(error, httpx.TransportError) and (
+        state.may_resend or isinstance(error, _NOT_SENT)
+    )
+    if not retryable or state.attempt > policy.max_retries:
+        return Fail(failure, error)
+    delay = policy.backoff(state.attempt - 1, state.jitter)
+    return Fail(failure, error) if delay >= state.time_left else Retry(delay)
+
+
+def _connection_error(method: str, path: str, error: Exception, *, sent: bool) -> exc.FayError:
+    where = f"{method} {path}"
+    if isinstance(error, httpx.TimeoutException):
+        return exc.APITimeoutError(
+            f"{where} timed out ({_describe(error)})", method=method, path=path, sent=sent
+        )
+    if isinstance(error, httpx.DecodingError):
+        return exc.UnexpectedResponseError(
+            f"{where}: the response body could not be decoded ({_describe(error)})",
+            status_code=0,
+        )
+    if isinstance(error, httpx.TooManyRedirects | httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return exc.ConfigurationError(f"{where}: {_describe(error)}; check the base URL")
+    return exc.APIConnectionError(
+        f"{where}: could not talk to the Fay API ({_describe(error)})",
+        method=method,
+        path=path,
+        sent=sent,
+    )
+
+
+def _log_attempt(
+    method: str, path: str, attempt: int, elapsed: float, outcome: httpx.Response | Exception
+) -> None:
+    if isinstance(outcome, httpx.Response):
+        logger.debug(
+            "%s %s -> %d in %.3fs (attempt %d)",
+            method,
+            path,
+            outcome.status_code,
+            elapsed,
+            attempt,
+        )
+    else:
+        logger.debug(
+            "%s %s failed after %.3fs (attempt %d): %s",
+            method,
+            path,
+            elapsed,
+            attempt,
+            type(outcome).__name__,
+        )
+
+
+@attrs.define
+class _Progress:
+    """What the attempts of one request have done so far."""
+
+    #: An attempt may have reached the service and taken effect (not refused with 429).
+    sent: bool = False
+    #: The attempt on the wire, if one is, and when it started.
+    attempt: int = 0
+    started: float | None = None
+
+
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """One TLS context for every client of the process: building one takes milliseconds."""
@@ -98,7 +297,13 @@ def _describe(error: BaseException) -> str:
 
 
 class Transport:
-    """Sends requests to ``{base_url}/api/v1`` with retries; see the module docstring."""
+    """Sends requests to ``{base_url}/api/v1`` with retries; see the module docstring.
+
+    ``http_client`` is borrowed: used as it is and never closed. ``http_transport`` is
+    wrapped in an ``httpx.AsyncClient`` of this transport's own, closed (with it) by
+    :meth:`aclose`, as httpx does. Without either, an ``httpx.AsyncClient`` of its own is
+    made on first use. The names in the errors are those of :class:`~fay_async.FayClient`.
+    """
 
     def __init__(
         self,
@@ -110,25 +315,40 @@ class Transport:
         deadline: float | None,
         http_client: httpx.AsyncClient | None,
         headers: Mapping[str, str],
-        limiter: RateLimiter | None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise exc.ConfigurationError(
+                f"http_client must be an httpx.AsyncClient, got {type(http_client).__name__}"
+            )
+        if http_transport is not None and not isinstance(http_transport, httpx.AsyncBaseTransport):
+            raise exc.ConfigurationError(
+                "transport must be an httpx.AsyncBaseTransport (such as "
+                f"httpx.AsyncHTTPTransport), got {type(http_transport).__name__}"
+            )
+        if http_client is not None and http_transport is not None:
+            raise exc.ConfigurationError(
+                "pass transport or http_client, not both: an http_client brings its own transport"
+            )
         self._base = base_url.rstrip("/")
         self._timeout = httpx.Timeout(timeout)
         self._retry = retry
         self._deadline = deadline
         self._borrowed = http_client
+        self._http_transport = http_transport
         self._owned: httpx.AsyncClient | None = None
         self._headers = {**headers, "Authorization": f"Bearer {api_key}"}
-        self.limiter = limiter
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.closed = False
 
     async def aclose(self) -> None:
-        """Close the httpx client if this transport created it."""
+        """Close the httpx client (and transport) this transport owns, if any."""
         self.closed = True
         if self._owned is not None:
             await self._owned.aclose()
+        elif self._http_transport is not None:
+            await self._http_transport.aclose()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -136,7 +356,15 @@ class Transport:
         if self._borrowed is not None:
             return self._borrowed
         if self._owned is None:
-            self._owned = httpx.AsyncClient(verify=_ssl_context())
+            # Headers and timeout are set once here rather than merged into every request.
+            if self._http_transport is not None:
+                self._owned = httpx.AsyncClient(
+                    transport=self._http_transport, headers=self._headers, timeout=self._timeout
+                )
+            else:
+                self._owned = httpx.AsyncClient(
+                    verify=_ssl_context(), headers=self._headers, timeout=self._timeout
+                )
         return self._owned
 
     async def request(
@@ -144,38 +372,43 @@ class Transport:
         method: str,
         path: str,
         *,
-        endpoint: Endpoint,
         json: Mapping[str, Any] | None = None,
         may_resend: bool = True,
-        slot_taken: bool = False,
+        hook: AttemptHook | None = None,
     ) -> RawResponse:
         """Send one logical request; retry what is safe to retry; return a 2xx answer.
 
         ``may_resend=False`` (create) retries only when the request certainly never
         reached the service: the connection failed, or the service answered 429.
-        ``slot_taken=True``: the caller has already taken the first attempt's slot in the
-        client-side budget (a retry still takes one of its own).
+        ``hook`` is awaited before every attempt and told of every 429.
         """
         if self.closed:
             raise exc.ConfigurationError("this FayClient is closed; create a new one")
-        # The wait for a slot in the client-side budget comes before the deadline starts:
-        # the deadline bounds the work on the wire, not the queue for the right to send.
-        if not slot_taken:
-            await self._take_slot(endpoint)
+        # The first attempt's wait (for a slot in the client-side budget) comes before the
+        # deadline starts: the deadline bounds the work on the wire, not the queue for the
+        # right to send.
+        if hook is not None:
+            await hook.before_attempt(1)
         progress = _Progress()
         if self._deadline is None:
-            return await self._attempts(
-                method, path, endpoint, json, may_resend, math.inf, progress
-            )
+            return await self._attempts(method, path, json, may_resend, hook, math.inf, progress)
         deadline = anyio.current_time() + self._deadline
         try:
             with anyio.fail_after(self._deadline):
                 return await self._attempts(
-                    method, path, endpoint, json, may_resend, deadline, progress
+                    method, path, json, may_resend, hook, deadline, progress
                 )
         except TimeoutError as error:
             if isinstance(error, exc.FayError):
                 raise
+            if progress.started is not None:
+                logger.debug(
+                    "%s %s cut off by the deadline after %.3fs (attempt %d)",
+                    method,
+                    path,
+                    anyio.current_time() - progress.started,
+                    progress.attempt,
+                )
             raise exc.APITimeoutError(
                 f"{method} {path} did not finish within {self._deadline:g} s "
                 "(all retries included)",
@@ -188,90 +421,61 @@ class Transport:
         self,
         method: str,
         path: str,
-        endpoint: Endpoint,
         json: Mapping[str, Any] | None,
         may_resend: bool,
+        hook: AttemptHook | None,
         deadline: float,
         progress: _Progress,
     ) -> RawResponse:
         url = self._base + path
-        retries = 0
+        attempt = 1
         while True:
-            if retries:
-                await self._take_slot(endpoint)
-            started = anyio.current_time()
-            attempt = retries + 1
+            if attempt > 1 and hook is not None:
+                await hook.before_attempt(attempt)
             sent_before = progress.sent
             progress.sent = True  # from here on this attempt may reach the service
-            try:
-                response = await self._send(method, path, url, json)
-            except (
-                httpx.HTTPError,
-                httpx.InvalidURL,
-                httpx.StreamError,
-                httpx.CookieConflict,
-            ) as error:
-                elapsed = anyio.current_time() - started
-                logger.debug(
-                    "%s %s failed after %.3fs (attempt %d): %s",
-                    method,
-                    path,
-                    elapsed,
-                    attempt,
-                    type(error).__name__,
-                )
-                progress.sent = sent_before if isinstance(error, _NOT_SENT) else True
-                failure = self._connection_error(method, path, error, sent=progress.sent)
-                retryable = isinstance(error, httpx.TransportError) and (
-                    may_resend or isinstance(error, _NOT_SENT)
-                )
-                if not retryable or retries >= self._retry.max_retries:
-                    raise failure from error
-                delay = self._retry.backoff(retries, self._rng)
-                if anyio.current_time() + delay >= deadline:
-                    raise failure from error
-            else:
-                status = response.status_code
-                logger.debug(
-                    "%s %s -> %d in %.3fs (attempt %d)",
-                    method,
-                    path,
-                    status,
-                    anyio.current_time() - started,
-                    attempt,
-                )
-                if 200 <= status < 300:
-                    return RawResponse(status, response.content)
-                # A 429 refused the request: this attempt had no effect.
-                progress.sent = sent_before if status == 429 else True
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                error_out = _wire.error_from_response(status, response.content)
-                if isinstance(error_out, exc.RateLimitError):
-                    error_out.retry_after = retry_after
-                    if self.limiter is not None and retry_after is not None:
-                        self.limiter.block(endpoint, retry_after)
-                retryable = status in RETRY_STATUSES and (may_resend or status == 429)
-                if not retryable or retries >= self._retry.max_retries:
-                    raise error_out
-                if retry_after is not None and retry_after > self._retry.max_retry_after:
-                    raise error_out
-                delay = (
-                    retry_after
-                    if retry_after is not None
-                    else self._retry.backoff(retries, self._rng)
-                )
-                if anyio.current_time() + delay >= deadline:
-                    raise error_out
-            retries += 1
-            await anyio.sleep(delay)
+            progress.attempt = attempt
+            progress.started = started = anyio.current_time()
+            outcome = await self._send(method, path, url, json)
+            progress.started = None
+            now = anyio.current_time()
+            _log_attempt(method, path, attempt, now - started, outcome)
+            progress.sent = sent_before or may_have_arrived(outcome)
+            if (
+                hook is not None
+                and isinstance(outcome, httpx.Response)
+                and outcome.status_code == 429
+            ):
+                hook.after_refusal(parse_retry_after(outcome.headers.get("retry-after")))
+            state = AttemptState(
+                method=method,
+                path=path,
+                attempt=attempt,
+                may_resend=may_resend,
+                sent=progress.sent,
+                time_left=deadline - now,
+                jitter=self._rng.random(),
+            )
+            decision = decide(outcome, state, self._retry)
+            if isinstance(decision, Done):
+                return decision.response
+            if isinstance(decision, Fail):
+                raise decision.error from decision.cause
+            attempt += 1
+            await anyio.sleep(decision.after)
 
     async def _send(
         self, method: str, path: str, url: str, json: Mapping[str, Any] | None
-    ) -> httpx.Response:
+    ) -> httpx.Response | Exception:
+        """One HTTP attempt: the response, or the httpx error it ended with."""
         try:
-            return await self.http.request(
-                method, url, json=json, headers=self._headers, timeout=self._timeout
-            )
+            if self._borrowed is not None:
+                return await self._borrowed.request(
+                    method, url, json=json, headers=self._headers, timeout=self._timeout
+                )
+            return await self.http.request(method, url, json=json)
+        except _HTTPX_ERRORS as error:
+            return error
         except UnicodeError as error:
             # A header value (default_headers, or those of a borrowed http_client) that is
             # not ASCII, or text that is not valid Unicode. The cause is left out: its text
@@ -284,30 +488,3 @@ class Transport:
                 "that is not ASCII (check default_headers and the http_client's headers) or "
                 "text that is not valid Unicode"
             ) from None
-
-    async def _take_slot(self, endpoint: Endpoint) -> None:
-        if self.limiter is not None:
-            await self.limiter.acquire(
-                endpoint, wait=endpoint != "create" or self.limiter.limits.wait_for_create
-            )
-
-    @staticmethod
-    def _connection_error(method: str, path: str, error: Exception, *, sent: bool) -> exc.FayError:
-        where = f"{method} {path}"
-        if isinstance(error, httpx.TimeoutException):
-            return exc.APITimeoutError(
-                f"{where} timed out ({_describe(error)})", method=method, path=path, sent=sent
-            )
-        if isinstance(error, httpx.DecodingError):
-            return exc.UnexpectedResponseError(
-                f"{where}: the response body could not be decoded ({_describe(error)})",
-                status_code=0,
-            )
-        if isinstance(error, httpx.TooManyRedirects | httpx.UnsupportedProtocol | httpx.InvalidURL):
-            return exc.ConfigurationError(f"{where}: {_describe(error)}; check the base URL")
-        return exc.APIConnectionError(
-            f"{where}: could not talk to the Fay API ({_describe(error)})",
-            method=method,
-            path=path,
-            sent=sent,
-        )

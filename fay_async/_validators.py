@@ -15,6 +15,7 @@ from typing import Any, TypeGuard, TypeVar
 import attrs
 
 __all__ = [
+    "attrs_count",
     "attrs_seconds",
     "check_callable",
     "check_count",
@@ -87,5 +88,14 @@ def attrs_seconds(
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         name = f"{type(instance).__name__}.{attribute.name}"
         check_seconds(value, name, allow_zero=allow_zero, allow_inf=allow_inf)
+
+    return validate
+
+
+def attrs_count(*, minimum: int = 1) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """An attrs validator running :func:`check_count` on the field, named ``Class.field``."""
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_count(value, f"{type(instance).__name__}.{attribute.name}", minimum=minimum)
 
     return validate

@@ -1038,15 +1038,16 @@ def test_wall_clock_after_serving() -> None:
 
 
 @pytest.mark.anyio
-async def test_client_owns_and_closes_its_http_client(emulator: FayEmulator) -> None:
+async def test_client_owns_and_closes_its_transport(emulator: FayEmulator) -> None:
     fay = emulator.client(timeout=3)
-    assert isinstance(fay, FayClient)
+    assert type(fay) is FayClient
     assert fay.base_url == "http://emulator.test"
-    http: httpx.AsyncClient = fay._emulator_http  # type: ignore[attr-defined]
     async with fay:
         await fay.create_conversation("owned")
+        http = fay._transport.http
         assert not http.is_closed
     assert fay.is_closed
     assert http.is_closed
-    with pytest.raises(TypeError, match="http_client"):
-        emulator.client(http_client=None)
+    async with httpx.AsyncClient() as borrowed:
+        with pytest.raises(exceptions.ConfigurationError, match="transport or http_client"):
+            emulator.client(http_client=borrowed)

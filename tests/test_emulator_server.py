@@ -239,7 +239,8 @@ def test_drop_closes_the_connection_mid_body(served: Served) -> None:
     uvicorn_log.addHandler(collect)
     try:
         for prompt in ("before", "after"):
-            with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+            # A close with the request still unread may reach the client as a reset.
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
                 served.http.post("/api/v1/conversations", headers=HEADERS, json={"prompt": prompt})
         uvicorn_log.error("a real application error still shows")
     finally:

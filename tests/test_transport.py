@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +16,18 @@ import pytest
 import respx
 
 from fay_async import FayClient, RateLimits, _config, exceptions
-from fay_async._transport import RetryPolicy, parse_retry_after
+from fay_async._transport import (
+    AttemptState,
+    Done,
+    Fail,
+    RawResponse,
+    Retry,
+    RetryPolicy,
+    decide,
+    may_have_arrived,
+    parse_retry_after,
+)
+from fay_async.testing import FayEmulator
 
 from . import _docs as docs
 
@@ -454,9 +466,7 @@ async def test_a_body_that_is_not_valid_unicode_is_a_configuration_error(
     route = mock.post("/conversations").mock(return_value=response(docs.CREATED))
     async with client() as fay:
         with pytest.raises(exceptions.ConfigurationError, match="as utf-8"):
-            await fay._transport.request(
-                "POST", "/conversations", endpoint="create", json={"prompt": "\ud800"}
-            )
+            await fay._transport.request("POST", "/conversations", json={"prompt": "\ud800"})
     assert not route.called
 
 
@@ -573,3 +583,314 @@ async def test_waiting_for_the_budget_does_not_count_against_the_deadline(
         await fay.get_status(docs.REQUEST_ID)  # waits an hour for its slot, then succeeds
     assert anyio.current_time() - started == pytest.approx(3600, abs=2)
     assert route.call_count == 2
+
+
+# --- RetryPolicy -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("max_retries", -1),
+        ("max_retries", 1.5),
+        ("max_retries", True),
+        ("backoff_base", 0),
+        ("backoff_base", math.nan),
+        ("backoff_cap", math.inf),
+        ("backoff_cap", -1.0),
+        ("max_retry_after", math.nan),
+        ("max_retry_after", math.inf),
+        ("max_retry_after", "60"),
+    ],
+)
+def test_retry_policy_refuses_bad_values(field: str, bad: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=rf"RetryPolicy\.{field} must be") as info:
+        RetryPolicy(**{field: bad})
+    shown = type(bad).__name__ if isinstance(info.value, TypeError) else repr(bad)
+    assert shown in str(info.value)
+
+
+def test_a_nan_max_retry_after_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_retry_after must be a positive number of seconds"):
+        RetryPolicy(max_retry_after=float("nan"))
+    with pytest.raises(exceptions.ConfigurationError, match="max_retry_after must be a positive"):
+        client(max_retry_after=float("nan"))
+
+
+def test_backoff_is_the_jitter_times_the_capped_exponential_step() -> None:
+    policy = RetryPolicy(backoff_base=0.5, backoff_cap=3.0)
+    assert policy.backoff(0, 0.5) == 0.25
+    assert policy.backoff(2, 1.0) == 2.0
+    assert policy.backoff(10, 0.5) == 1.5
+
+
+# --- decide(): the table of what follows an attempt ------------------------------------------
+
+
+def _state(**changes: Any) -> AttemptState:
+    values: dict[str, Any] = {
+        "method": "GET",
+        "path": STATUS_PATH,
+        "attempt": 1,
+        "may_resend": True,
+        "sent": True,
+        "time_left": math.inf,
+        "jitter": 0.5,
+    }
+    values.update(changes)
+    return AttemptState(**values)
+
+
+POLICY = RetryPolicy(max_retries=2, backoff_base=1.0, backoff_cap=8.0, max_retry_after=60.0)
+
+
+def _answer(status: int, retry_after: str | None = None) -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    if status == 429:
+        return httpx.Response(status, json=docs.RATE_LIMITED, headers=headers)
+    return httpx.Response(status, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "changes", "expected"),
+    [
+        (_answer(503), {}, Retry(0.5)),
+        (_answer(503), {"attempt": 2}, Retry(1.0)),
+        (_answer(503), {"attempt": 3}, exceptions.ServerError),
+        (_answer(503), {"may_resend": False}, exceptions.ServerError),
+        (_answer(503), {"time_left": 0.5}, exceptions.ServerError),
+        (_answer(503), {"time_left": 0.6}, Retry(0.5)),
+        (_answer(429, "7"), {"may_resend": False}, Retry(7.0)),
+        (_answer(429, "61"), {}, exceptions.RateLimitError),
+        (_answer(429, "7"), {"time_left": 7.0}, exceptions.RateLimitError),
+        (_answer(429), {}, Retry(0.5)),
+        (_answer(503, "3"), {}, Retry(3.0)),
+        (_answer(400), {}, exceptions.UnexpectedResponseError),
+        (_answer(300), {}, exceptions.UnexpectedResponseError),
+        (httpx.ConnectError("refused"), {"may_resend": False}, Retry(0.5)),
+        (httpx.ReadTimeout("slow"), {"may_resend": False}, exceptions.APITimeoutError),
+        (httpx.ReadTimeout("slow"), {}, Retry(0.5)),
+        (httpx.ReadTimeout("slow"), {"attempt": 3}, exceptions.APITimeoutError),
+        (httpx.ReadError("reset"), {"time_left": 0.1}, exceptions.APIConnectionError),
+        (httpx.DecodingError("bad gzip"), {}, exceptions.UnexpectedResponseError),
+    ],
+    ids=lambda v: None if isinstance(v, dict) else repr(v)[:40],
+)
+def test_decide(
+    outcome: httpx.Response | Exception,
+    changes: dict[str, Any],
+    expected: Retry | type[exceptions.FayError],
+) -> None:
+    decision = decide(outcome, _state(**changes), POLICY)
+    if isinstance(expected, Retry):
+        assert decision == expected
+        return
+    assert isinstance(decision, Fail)
+    assert type(decision.error) is expected
+    assert decision.cause is (outcome if isinstance(outcome, Exception) else None)
+
+
+def test_decide_a_success() -> None:
+    decision = decide(httpx.Response(201, content=b"{}"), _state(), POLICY)
+    assert decision == Done(RawResponse(201, b"{}"))
+
+
+def test_decide_keeps_the_retry_after_on_the_rate_limit_error() -> None:
+    decision = decide(_answer(429, "90"), _state(), POLICY)
+    assert isinstance(decision, Fail)
+    assert isinstance(decision.error, exceptions.RateLimitError)
+    assert decision.error.retry_after == 90.0
+
+
+@pytest.mark.parametrize(
+    ("outcome", "arrived"),
+    [
+        (httpx.Response(200), True),
+        (httpx.Response(503), True),
+        (httpx.Response(429), False),
+        (httpx.ConnectError("refused"), False),
+        (httpx.PoolTimeout("busy"), False),
+        (httpx.ReadTimeout("slow"), True),
+    ],
+)
+def test_may_have_arrived(outcome: httpx.Response | Exception, arrived: bool) -> None:
+    assert may_have_arrived(outcome) is arrived
+
+
+# --- answers that are not a success ---------------------------------------------------------
+
+
+async def test_http_300_is_not_a_success(mock: respx.MockRouter) -> None:
+    route = mock.get(STATUS_PATH).mock(return_value=response(docs.STATUS_PENDING, 300))
+    async with client() as fay:
+        with pytest.raises(exceptions.UnexpectedResponseError) as info:
+            await fay.get_status(docs.REQUEST_ID)
+    assert info.value.status_code == 300
+    assert route.call_count == 1
+
+
+async def test_plain_http_500_without_an_envelope_is_a_server_error(
+    mock: respx.MockRouter,
+) -> None:
+    mock.get(STATUS_PATH).mock(return_value=httpx.Response(500, text="Internal Server Error"))
+    async with client(max_retries=0) as fay:
+        with pytest.raises(exceptions.ServerError) as info:
+            await fay.get_status(docs.REQUEST_ID)
+    assert info.value.status_code == 500
+    assert "Internal Server Error" in str(info.value)
+
+
+# --- what a create's connection error says ------------------------------------------------
+
+
+async def _slow(request: httpx.Request) -> httpx.Response:
+    await anyio.sleep(600)
+    return response(docs.CREATED)  # pragma: no cover - cut off by the deadline
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind", "sent"),
+    [
+        (httpx.ConnectError("refused"), exceptions.APIConnectionError, False),
+        (httpx.ConnectTimeout("slow connect"), exceptions.APITimeoutError, False),
+        (httpx.ReadTimeout("slow read"), exceptions.APITimeoutError, True),
+        (httpx.RemoteProtocolError("dropped"), exceptions.APIConnectionError, True),
+        (_slow, exceptions.APITimeoutError, True),
+    ],
+    ids=["ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "deadline"],
+)
+async def test_a_create_connection_error_names_the_call_and_whether_it_was_sent(
+    mock: respx.MockRouter, failure: Any, kind: type[exceptions.APIConnectionError], sent: bool
+) -> None:
+    mock.post("/conversations").mock(side_effect=failure)
+    async with client(max_retries=1, deadline=30) as fay:
+        with pytest.raises(exceptions.APIConnectionError) as info:
+            await fay.create_conversation("prompt")
+    assert type(info.value) is kind
+    assert info.value.method == "POST"
+    assert info.value.path == "/conversations"
+    assert info.value.sent is sent
+
+
+async def test_an_attempt_cut_off_by_the_deadline_has_its_debug_record(
+    mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def first_fails_then_hangs(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(503)
+        return await _slow(request)
+
+    mock.get(STATUS_PATH).mock(side_effect=first_fails_then_hangs)
+    caplog.set_level(logging.DEBUG, logger="fay_async")
+    async with client(deadline=10) as fay:
+        with pytest.raises(exceptions.APITimeoutError, match="within 10 s"):
+            await fay.get_status(docs.REQUEST_ID)
+    messages = [r.getMessage() for r in caplog.records if r.name == "fay_async"]
+    assert len(messages) == calls == 2
+    assert "-> 503" in messages[0]
+    assert f"GET {STATUS_PATH} cut off by the deadline after " in messages[1]
+    assert messages[1].endswith("(attempt 2)")
+
+
+async def test_a_deadline_between_attempts_adds_no_record(
+    mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The second attempt waits an hour for its budget slot: the deadline ends the wait,
+    # and no attempt was on the wire to report.
+    mock.get(STATUS_PATH).mock(side_effect=[httpx.Response(503), response(docs.STATUS_PENDING)])
+    caplog.set_level(logging.DEBUG, logger="fay_async")
+    async with client(rate_limits={"status": 1}, deadline=30) as fay:
+        with pytest.raises(exceptions.APITimeoutError):
+            await fay.get_status(docs.REQUEST_ID)
+    messages = [r.getMessage() for r in caplog.records if r.name == "fay_async"]
+    assert len(messages) == 1
+
+
+# --- the httpx client: borrowed, owned, or built on a given transport -----------------------
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """Answers every request with a pending status and remembers requests and closing."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return response(docs.STATUS_PENDING)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_borrowed_http_client_is_used_with_the_call_headers() -> None:
+    seen = RecordingTransport()
+    async with httpx.AsyncClient(transport=seen, headers={"X-Team": "research"}) as http:
+        async with client(http_client=http, timeout=4.0) as fay:
+            assert fay._transport.http is http
+            await fay.get_status(docs.REQUEST_ID)
+        assert not seen.closed
+    (request,) = seen.requests
+    assert request.url == docs.BASE + STATUS_PATH
+    assert request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    assert request.headers["User-Agent"].startswith("fay-async/")
+    assert request.headers["X-Team"] == "research"
+    assert request.extensions["timeout"]["read"] == 4.0
+
+
+async def test_a_given_transport_is_owned_and_closed_with_the_client() -> None:
+    seen = RecordingTransport()
+    async with client(transport=seen, timeout=4.0, default_headers={"X-Team": "t"}) as fay:
+        await fay.get_status(docs.REQUEST_ID)
+        await fay.get_status(docs.REQUEST_ID)
+        assert not seen.closed
+    assert seen.closed
+    assert len(seen.requests) == 2
+    request = seen.requests[-1]
+    assert request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    assert request.headers["User-Agent"].startswith("fay-async/")
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["X-Team"] == "t"
+    assert request.extensions["timeout"] == {"connect": 4.0, "read": 4.0, "write": 4.0, "pool": 4.0}
+
+
+async def test_a_given_transport_is_closed_even_if_never_used() -> None:
+    seen = RecordingTransport()
+    await client(transport=seen).aclose()
+    assert seen.closed
+    assert not seen.requests
+
+
+async def test_the_emulator_client_is_a_plain_client_on_its_transport() -> None:
+    emulator = FayEmulator()
+    async with emulator.client() as fay:
+        assert type(fay) is FayClient
+        created = await fay.create_conversation("question")
+        http = fay._transport.http
+    assert created.request_id
+    assert http.is_closed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"http_client": "x"}, "http_client must be an httpx.AsyncClient, got str"),
+        ({"transport": "x"}, "transport must be an httpx.AsyncBaseTransport"),
+        ({"transport": httpx.BaseTransport()}, "transport must be an .* got BaseTransport"),
+    ],
+)
+def test_a_wrong_http_client_or_transport_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(exceptions.ConfigurationError, match=message):
+        client(**kwargs)
+
+
+async def test_a_transport_and_an_http_client_together_are_refused() -> None:
+    seen = RecordingTransport()
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(exceptions.ConfigurationError, match="transport or http_client"):
+            client(http_client=http, transport=seen)

@@ -445,16 +445,13 @@ class FayEmulator:
         """A :class:`~fay_async.FayClient` talking to this emulator in-process.
 
         Keyword arguments go to ``FayClient``; ``api_key`` defaults to the first accepted
-        key and ``base_url`` to ``http://emulator.test``. Closing the client also closes
-        the httpx client it was built with.
+        key and ``base_url`` to ``http://emulator.test``. The client owns the in-process
+        transport and closes it with itself.
         """
-        if "http_client" in kwargs:
-            raise TypeError("client() builds its own http_client; do not pass one")
         kwargs.setdefault("api_key", self._keys[0])
         kwargs.setdefault("base_url", "http://emulator.test")
         kwargs.setdefault("allow_insecure_http", True)
-        http = httpx.AsyncClient(transport=self.transport())
-        return _EmulatorFayClient(http, **kwargs)
+        return FayClient(transport=self.transport(), **kwargs)
 
     # --- ASGI -------------------------------------------------------------------------------
 
@@ -847,18 +844,3 @@ class _InProcessTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Nothing to release: the emulator runs in this process."""
         await self._inner.aclose()
-
-
-class _EmulatorFayClient(FayClient):
-    """A FayClient that closes the in-process httpx client it was built with."""
-
-    def __init__(self, http_client: httpx.AsyncClient, **kwargs: Any) -> None:
-        self._emulator_http = http_client
-        super().__init__(http_client=http_client, **kwargs)
-
-    async def aclose(self) -> None:
-        """Close the client, then the in-process httpx client under it."""
-        try:
-            await super().aclose()
-        finally:
-            await self._emulator_http.aclose()
