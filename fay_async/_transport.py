@@ -5,37 +5,40 @@ retries with exponential backoff and full jitter, honours ``Retry-After``, and t
 httpx failure and every non-2xx answer into a :class:`~fay_async.exceptions.FayError`.
 
 What to do after each attempt is decided by :func:`decide`, a pure function of the
-attempt's outcome (a response or an httpx error) and where the call stands; the loop in
-:meth:`Transport.request` only carries the decisions out. The transport knows no endpoint
+attempt's outcome (a response or an httpx error) and where the call stands, built on the
+table in :mod:`fay_async._retries`; the loop in :meth:`Transport.request` only carries the
+decisions out. The transport knows no endpoint
 names: whatever must happen around each attempt (the client-side budget) comes in as an
 :class:`AttemptHook`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
 import math
 import random
 import ssl
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any, Final, Protocol
 
 import anyio
 import attrs
 import httpx
 
-from . import _wire
 from . import exceptions as exc
-from ._config import (
-    DEFAULT_BACKOFF_BASE,
-    DEFAULT_BACKOFF_CAP,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MAX_RETRY_AFTER,
+from ._retries import (
+    AttemptState,
+    Decision,
+    Done,
+    Fail,
+    RawResponse,
+    Retry,
+    RetryPolicy,
+    decide_answer,
+    decide_failure,
+    parse_retry_after,
 )
-from ._validators import attrs_count, attrs_seconds
 
 __all__ = [
     "AttemptHook",
@@ -53,36 +56,12 @@ __all__ = [
 
 logger: Final = logging.getLogger("fay_async")
 
-RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-
 #: Failures after which the request certainly did not reach the service: the connection
 #: was never made, or no pooled connection was ever handed out.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 #: Every exception httpx raises for a request (httpx.HTTPError does not cover them all).
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict)
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """How failed attempts are retried (the defaults are those of :mod:`fay_async._config`).
-
-    The defaults are imported by name: attrs (26.1) runs the validators of a generated
-    ``__init__`` under a global named ``_config``, which a module-level ``_config`` shadows.
-    """
-
-    max_retries: int = attrs.field(default=DEFAULT_MAX_RETRIES, validator=attrs_count(minimum=0))
-    backoff_base: float = attrs.field(default=DEFAULT_BACKOFF_BASE, validator=attrs_seconds())
-    backoff_cap: float = attrs.field(default=DEFAULT_BACKOFF_CAP, validator=attrs_seconds())
-    #: A longer ``Retry-After`` is raised rather than slept through.
-    max_retry_after: float = attrs.field(default=DEFAULT_MAX_RETRY_AFTER, validator=attrs_seconds())
-
-    def backoff(self, retry: int, jitter: float) -> float:
-        """Full jitter: ``jitter``, drawn uniformly in [0, 1), of this retry's exponential step.
-
-        ``retry`` counts from 0.
-        """
-        return jitter * min(self.backoff_cap, self.backoff_base * 2.0**retry)
 
 
 class AttemptHook(Protocol):
@@ -96,77 +75,6 @@ class AttemptHook(Protocol):
 
     def after_refusal(self, retry_after: float | None) -> None:
         """The service answered 429, asking to wait ``retry_after`` seconds if it said."""
-
-
-@attrs.frozen
-class RawResponse:
-    """A 2xx answer: its status and raw body."""
-
-    status_code: int
-    content: bytes
-
-
-@attrs.frozen(kw_only=True)
-class AttemptState:
-    """Where a request stands once one of its attempts has ended."""
-
-    method: str
-    path: str
-    #: The attempt that just ended, from 1.
-    attempt: int
-    #: Whether the request may be sent again after it may have reached the service.
-    may_resend: bool
-    #: Whether any attempt so far, this one included, may have reached the service.
-    sent: bool
-    #: Seconds until the request's deadline (``inf`` without one).
-    time_left: float
-    #: A uniform draw in [0, 1) for the backoff of a retry.
-    jitter: float
-
-
-@attrs.frozen
-class Done:
-    """The request succeeded with this answer."""
-
-    response: RawResponse
-
-
-@attrs.frozen
-class Retry:
-    """Send the request again in ``after`` seconds."""
-
-    after: float
-
-
-@attrs.frozen
-class Fail:
-    """Give up: raise ``error`` (from ``cause``, the httpx error, if any)."""
-
-    error: exc.FayError
-    cause: BaseException | None = None
-
-
-Decision = Done | Retry | Fail
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def may_have_arrived(outcome: httpx.Response | Exception) -> bool:
@@ -184,7 +92,7 @@ def decide(
 ) -> Decision:
     """What to do after an attempt that ended with ``outcome`` (a response or httpx error)."""
     if isinstance(outcome, httpx.Response):
-        return _decide_answer(
+        return decide_answer(
             outcome.status_code,
             outcome.content,
             parse_retry_after(outcome.headers.get("retry-after")),
@@ -194,40 +102,13 @@ def decide(
     return _decide_failure(outcome, state, policy)
 
 
-def _decide_answer(
-    status: int,
-    content: bytes,
-    retry_after: float | None,
-    state: AttemptState,
-    policy: RetryPolicy,
-) -> Decision:
-    if 200 <= status < 300:
-        return Done(RawResponse(status, content))
-    error = _wire.error_from_response(status, content)
-    if isinstance(error, exc.RateLimitError):
-        error.retry_after = retry_after
-    # A create is sent again only after a 429: the service refused it, so it never started.
-    retryable = status in RETRY_STATUSES and (state.may_resend or status == 429)
-    if not retryable or state.attempt > policy.max_retries:
-        return Fail(error)
-    if retry_after is not None and retry_after > policy.max_retry_after:
-        return Fail(error)
-    delay = (
-        retry_after if retry_after is not None else policy.backoff(state.attempt - 1, state.jitter)
-    )
-    return Fail(error) if delay >= state.time_left else Retry(delay)
-
-
 def _decide_failure(error: Exception, state: AttemptState, policy: RetryPolicy) -> Decision:
     failure = _connection_error(state.method, state.path, error, sent=state.sent)
     # A create is sent again only when it certainly never left: the connection failed.
     retryable = isinstance(error, httpx.TransportError) and (
         state.may_resend or isinstance(error, _NOT_SENT)
     )
-    if not retryable or state.attempt > policy.max_retries:
-        return Fail(failure, error)
-    delay = policy.backoff(state.attempt - 1, state.jitter)
-    return Fail(failure, error) if delay >= state.time_left else Retry(delay)
+    return decide_failure(failure, error, retryable=retryable, state=state, policy=policy)
 
 
 def _connection_error(method: str, path: str, error: Exception, *, sent: bool) -> exc.FayError:
