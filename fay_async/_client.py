@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import math
 import os
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
+
+import attrs
 
 from . import _config, _wire
 from ._models import (
@@ -156,6 +159,21 @@ def _resolve_api_key(api_key: str | None) -> str:
     return key
 
 
+@attrs.frozen(kw_only=True)
+class _Options:
+    """The timeouts and retries a client was made with (checked)."""
+
+    timeout: float
+    deadline: float | None
+    max_retries: int
+    max_retry_after: float
+
+
+def _deadline(value: object) -> float | None:
+    seconds = check_seconds(value, "deadline", allow_inf=True)
+    return None if math.isinf(seconds) else seconds
+
+
 class FayClient:
     """An async client for the Fay research API.
 
@@ -190,9 +208,7 @@ class FayClient:
             timeout = check_seconds(timeout, "timeout")
             max_retry_after = check_seconds(max_retry_after, "max_retry_after")
             if deadline is not None:
-                deadline = check_seconds(deadline, "deadline", allow_inf=True)
-                if math.isinf(deadline):
-                    deadline = None
+                deadline = _deadline(deadline)
         except (TypeError, ValueError) as error:
             raise ConfigurationError(str(error)) from None
         try:
@@ -208,6 +224,12 @@ class FayClient:
             raise ConfigurationError("default_headers must not set Authorization; pass api_key")
         self.rate_limits = limits
         self._limiter = RateLimiter(limits) if limits is not None else None
+        self._options = _Options(
+            timeout=timeout,
+            deadline=deadline,
+            max_retries=max_retries,
+            max_retry_after=max_retry_after,
+        )
         self._transport = Transport(
             api_key=key,
             base_url=self._base_url + _config.API_PREFIX,
@@ -218,6 +240,49 @@ class FayClient:
             http_transport=transport,
             headers=headers,
         )
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        max_retries: int | None = None,
+        max_retry_after: float | None = None,
+    ) -> FayClient:
+        """A client like this one with other timeouts or retries; an option left out is kept.
+
+        It shares this client's connection pool and rate budget (the budget is the API
+        key's). Closing it leaves the pool open; closing this client closes it for both.
+        ``deadline=math.inf`` takes the deadline away.
+        """
+        options = self._options
+        try:
+            options = _Options(
+                timeout=options.timeout if timeout is None else check_seconds(timeout, "timeout"),
+                deadline=options.deadline if deadline is None else _deadline(deadline),
+                max_retries=(
+                    options.max_retries
+                    if max_retries is None
+                    else check_count(max_retries, "max_retries", minimum=0)
+                ),
+                max_retry_after=(
+                    options.max_retry_after
+                    if max_retry_after is None
+                    else check_seconds(max_retry_after, "max_retry_after")
+                ),
+            )
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(str(error)) from None
+        clone = copy.copy(self)
+        clone._options = options
+        clone._transport = self._transport.derive(
+            timeout=options.timeout,
+            retry=RetryPolicy(
+                max_retries=options.max_retries, max_retry_after=options.max_retry_after
+            ),
+            deadline=options.deadline,
+        )
+        return clone
 
     @property
     def base_url(self) -> str:
@@ -262,10 +327,22 @@ class FayClient:
         json_body: Mapping[str, Any] | None = None,
         may_resend: bool = True,
         slot: Slot | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Any:
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout")
+        if deadline is not None:
+            deadline = check_seconds(deadline, "deadline", allow_inf=True)
         hook = self._limiter.attempt_hook(endpoint, slot) if self._limiter is not None else None
         response = await self._transport.request(
-            method, path, json=json_body, may_resend=may_resend, hook=hook
+            method,
+            path,
+            json=json_body,
+            may_resend=may_resend,
+            hook=hook,
+            timeout=timeout,
+            deadline=deadline,
         )
         data = _wire.decode_envelope(response.status_code, response.content)
         return _wire.structure(response.status_code, data, model, response.content)
@@ -276,20 +353,30 @@ class FayClient:
         *,
         structured_output: bool = False,
         output_schema: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> CreatedConversation:
         """Start a research (paid). Never sent twice: retried only if it surely never arrived.
 
         The arguments are checked (:class:`CreateRequest`) before anything is sent.
+        ``timeout`` (seconds for one HTTP attempt) and ``deadline`` (for the whole call,
+        retries included; ``math.inf`` for none) replace the client's for this call, as
+        they do on every call of the client.
         """
         request = CreateRequest(
             prompt=prompt,
             structured_output=structured_output,
             output_schema=output_schema,
         )
-        return await self.create(request)
+        return await self.create(request, timeout=timeout, deadline=deadline)
 
     async def create(
-        self, request: CreateRequest, *, slot: Slot | None = None
+        self,
+        request: CreateRequest,
+        *,
+        slot: Slot | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> CreatedConversation:
         """Start the research ``request`` describes: :meth:`create_conversation`, as a value.
 
@@ -311,25 +398,51 @@ class FayClient:
             json_body=_wire.create_body(request),
             may_resend=False,
             slot=slot,
+            timeout=timeout,
+            deadline=deadline,
         )
         return result
 
-    async def get_status(self, request_id: str) -> ConversationInfo:
+    async def get_status(
+        self,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ConversationInfo:
         """The current status of a research, with its timestamps and error message."""
         path = _path(request_id, "status")
-        result: ConversationInfo = await self._call("GET", path, "status", ConversationInfo)
+        result: ConversationInfo = await self._call(
+            "GET", path, "status", ConversationInfo, timeout=timeout, deadline=deadline
+        )
         return result
 
-    async def get_output(self, request_id: str) -> ConversationOutput:
+    async def get_output(
+        self,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> ConversationOutput:
         """The output of a completed research (Markdown text, or a JSON object)."""
         path = _path(request_id, "output")
-        result: ConversationOutput = await self._call("GET", path, "output", ConversationOutput)
+        result: ConversationOutput = await self._call(
+            "GET", path, "output", ConversationOutput, timeout=timeout, deadline=deadline
+        )
         return result
 
-    async def stop_conversation(self, request_id: str) -> StopResult:
+    async def stop_conversation(
+        self,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> StopResult:
         """Stop a PENDING or PROCESSING research; it will have no output."""
         path = _path(request_id, "stop")
-        result: StopResult = await self._call("POST", path, "stop", StopResult)
+        result: StopResult = await self._call(
+            "POST", path, "stop", StopResult, timeout=timeout, deadline=deadline
+        )
         return result
 
     async def stop_if_running(

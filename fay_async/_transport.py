@@ -14,6 +14,7 @@ names: whatever must happen around each attempt (the client-side budget) comes i
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -221,11 +222,33 @@ class Transport:
         self._owned: httpx.AsyncClient | None = None
         self._headers = {**headers, "Authorization": f"Bearer {api_key}"}
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.closed = False
+        self._closed = False
+        self._parent: Transport | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once this transport, or the one it was derived from, is closed."""
+        return self._closed or (self._parent is not None and self._parent.closed)
+
+    def derive(self, *, timeout: float, retry: RetryPolicy, deadline: float | None) -> Transport:
+        """A transport with other timeouts and retries on this one's connection pool.
+
+        Closing it leaves the pool open; closing this one closes the pool for both.
+        """
+        clone = copy.copy(self)
+        clone._borrowed = self.http  # shared, never closed by the clone
+        clone._owned = None
+        clone._http_transport = None
+        clone._timeout = httpx.Timeout(timeout)
+        clone._retry = retry
+        clone._deadline = deadline
+        clone._closed = False
+        clone._parent = self
+        return clone
 
     async def aclose(self) -> None:
         """Close the httpx client (and transport) this transport owns, if any."""
-        self.closed = True
+        self._closed = True
         if self._owned is not None:
             await self._owned.aclose()
         elif self._http_transport is not None:
@@ -256,12 +279,16 @@ class Transport:
         json: Mapping[str, Any] | None = None,
         may_resend: bool = True,
         hook: AttemptHook | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - one attempt's, handed to httpx
+        deadline: float | None = None,
     ) -> RawResponse:
         """Send one logical request; retry what is safe to retry; return a 2xx answer.
 
         ``may_resend=False`` (create) retries only when the request certainly never
         reached the service: the connection failed, or the service answered 429.
-        ``hook`` is awaited before every attempt and told of every 429.
+        ``hook`` is awaited before every attempt and told of every 429. ``timeout`` (one
+        attempt) and ``deadline`` (the whole call; ``inf`` for none) replace the
+        transport's own for this call.
         """
         if self.closed:
             raise exc.ConfigurationError("this FayClient is closed; create a new one")
@@ -271,13 +298,17 @@ class Transport:
         if hook is not None:
             await hook.before_attempt(1)
         progress = _Progress()
-        if self._deadline is None:
-            return await self._attempts(method, path, json, may_resend, hook, math.inf, progress)
-        deadline = anyio.current_time() + self._deadline
+        per_attempt = self._timeout if timeout is None else httpx.Timeout(timeout)
+        limit = self._deadline if deadline is None else deadline
+        if limit is None or math.isinf(limit):
+            return await self._attempts(
+                method, path, json, may_resend, hook, math.inf, progress, per_attempt
+            )
+        ends = anyio.current_time() + limit
         try:
-            with anyio.fail_after(self._deadline):
+            with anyio.fail_after(limit):
                 return await self._attempts(
-                    method, path, json, may_resend, hook, deadline, progress
+                    method, path, json, may_resend, hook, ends, progress, per_attempt
                 )
         except TimeoutError as error:
             if isinstance(error, exc.FayError):
@@ -291,8 +322,7 @@ class Transport:
                     progress.attempt,
                 )
             raise exc.APITimeoutError(
-                f"{method} {path} did not finish within {self._deadline:g} s "
-                "(all retries included)",
+                f"{method} {path} did not finish within {limit:g} s (all retries included)",
                 method=method,
                 path=path,
                 sent=progress.sent,
@@ -307,6 +337,7 @@ class Transport:
         hook: AttemptHook | None,
         deadline: float,
         progress: _Progress,
+        per_attempt: httpx.Timeout,
     ) -> RawResponse:
         url = self._base + path
         attempt = 1
@@ -317,7 +348,7 @@ class Transport:
             progress.sent = True  # from here on this attempt may reach the service
             progress.attempt = attempt
             progress.started = started = anyio.current_time()
-            outcome = await self._send(method, path, url, json)
+            outcome = await self._send(method, path, url, json, per_attempt)
             progress.started = None
             now = anyio.current_time()
             _log_attempt(method, path, attempt, now - started, outcome)
@@ -346,15 +377,22 @@ class Transport:
             await anyio.sleep(decision.after)
 
     async def _send(
-        self, method: str, path: str, url: str, json: Mapping[str, Any] | None
+        self,
+        method: str,
+        path: str,
+        url: str,
+        json: Mapping[str, Any] | None,
+        per_attempt: httpx.Timeout,
     ) -> httpx.Response | Exception:
         """One HTTP attempt: the response, or the httpx error it ended with."""
         try:
             if self._borrowed is not None:
                 return await self._borrowed.request(
-                    method, url, json=json, headers=self._headers, timeout=self._timeout
+                    method, url, json=json, headers=self._headers, timeout=per_attempt
                 )
-            return await self.http.request(method, url, json=json)
+            if per_attempt is self._timeout:  # set on the owned client already
+                return await self.http.request(method, url, json=json)
+            return await self.http.request(method, url, json=json, timeout=per_attempt)
         except _HTTPX_ERRORS as error:
             return error
         except UnicodeError as error:
