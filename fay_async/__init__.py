@@ -9,9 +9,8 @@ emulator of the API for tests.
 from __future__ import annotations
 
 from . import _config
-from ._batch import BatchResult, ResearchMany, research_many
+from ._batch import BatchItem, BatchResult, ResearchMany, research_many
 from ._client import FayClient, validate_request_id
-from ._journal import BatchItem
 from ._manager import ActiveResearch, ResearchManager
 from ._models import (
     ConversationInfo,

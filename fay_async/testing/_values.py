@@ -33,7 +33,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
 API_VERSION: Final = "1.0.24"
 
 #: The key an emulator accepts unless told otherwise: an obvious fake, the same everywhere
-#: (``FayEmulator()``, the pytest fixtures, ``fay-async emulator`` and ``--emulator``).
+#: (``FayEmulator()``, the pytest fixtures, and the emulators of the ``fay-async`` command).
 DEFAULT_API_KEY: Final = "test-key"
 
 #: The published per-hour limits, per API key and endpoint (the emulator's own copy).
