@@ -33,9 +33,10 @@ from .target import make_manager, open_target
 
 __all__ = ["BatchSummary", "batch", "run_batch"]
 
-#: The status of a result that ended in an error, and research_many's documented error
-#: code for a create that may have started a research nobody knows the id of.
+#: The status of a result that ended in an error.
 ERROR: Final = "ERROR"
+#: research_many's documented error code for a create that may have started a research
+#: whose request id never came back.
 CREATE_INTERRUPTED: Final = "CREATE_INTERRUPTED"
 _RETRY_HINT: Final = "; rerun with --retry-uncertain to create it anyway"
 
