@@ -475,6 +475,15 @@ def test_cli_emulator_options(
     assert config.http == "h11"
 
 
+def test_cli_emulator_failing_once_listening_is_not_an_address_problem(
+    fake_uvicorn: type[FakeServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_uvicorn.outcome = ConnectionResetError
+    with pytest.raises(ConnectionResetError):
+        _cli.main(["emulator", "--port", "0"])
+    assert "cannot listen" not in capsys.readouterr().err
+
+
 def test_cli_warns_when_not_on_loopback(
     fake_uvicorn: type[FakeServer],
     monkeypatch: pytest.MonkeyPatch,

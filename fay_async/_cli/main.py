@@ -106,7 +106,11 @@ def _run_emulator(args: argparse.Namespace) -> int:
         api_keys=[args.api_key], rate_limits=args.tier, speed=args.speed, seed=args.seed
     )
 
+    listening = False
+
     def ready(base_url: str) -> None:
+        nonlocal listening
+        listening = True
         if not _is_loopback(args.host):
             print(
                 f"fay-async: warning: the emulator listens on {args.host}, "
@@ -128,6 +132,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as error:
+        if listening:  # bound already: not an address problem, so not one line
+            raise
         print(f"fay-async: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     return 0
