@@ -12,9 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._batch import BatchResult, ResearchMany, research_many
+    from ._batch import BatchItem, BatchResult, ResearchMany, research_many
     from ._client import FayClient, validate_request_id
-    from ._journal import BatchItem
     from ._manager import ResearchManager
     from ._models import (
         ConversationInfo,
@@ -61,7 +60,7 @@ _LOCATIONS: dict[str, str] = {
     "ActiveResearch": "_registry",
     "AuthenticationError": "exceptions",
     "BadRequestError": "exceptions",
-    "BatchItem": "_journal",
+    "BatchItem": "_batch",
     "BatchResult": "_batch",
     "ConfigurationError": "exceptions",
     "ConversationAlreadyCompletedError": "exceptions",

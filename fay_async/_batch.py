@@ -1,12 +1,11 @@
-"""Many researches at once: ``research_many`` and the resumable batch runner."""
+"""Many researches at once: ``research_many``, its items and its results."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,14 +14,11 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._client import check_create_arguments
-from ._journal import BatchInputError, BatchItem, Journal
-from ._models import ResearchStatus
+from ._models import CreateRequest, ResearchStatus
 from .exceptions import (
     APIConnectionError,
     APIError,
     FayError,
-    NotFoundError,
     ResearchFailedError,
     ResearchStoppedError,
     ResearchTimeoutError,
@@ -35,18 +31,39 @@ if TYPE_CHECKING:
 
     from ._manager import ResearchManager
 
-__all__ = [
-    "BatchProgress",
-    "BatchResult",
-    "BatchSummary",
-    "ResearchMany",
-    "research_many",
-    "run_batch",
-]
+__all__ = ["BatchItem", "BatchResult", "ResearchMany", "research_many"]
 
 #: Outcome names of a batch result, beyond the research statuses.
 TIMED_OUT: Final = "TIMED_OUT"
 ERROR: Final = "ERROR"
+#: The error code of a create that failed in a way that may still have started a research.
+CREATE_INTERRUPTED: Final = "CREATE_INTERRUPTED"
+
+
+@attrs.frozen(kw_only=True)
+class BatchItem:
+    """One prompt of a batch, with the key that identifies it across reruns."""
+
+    key: str
+    prompt: str
+    structured_output: bool = False
+    output_schema: dict[str, Any] | None = None
+    line: int | None = None
+
+    @classmethod
+    def of(cls, value: BatchItem | str, index: int) -> BatchItem:
+        """An item from a prompt string (keyed by its position) or an item as it is."""
+        if isinstance(value, BatchItem):
+            return value
+        return cls(key=f"#{index}", prompt=value)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what is sent, to notice an input file edited between runs."""
+        body = json.dumps(
+            [self.prompt, self.structured_output, self.output_schema], sort_keys=True
+        ).encode()
+        return hashlib.sha256(body).hexdigest()[:16]
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +146,12 @@ class ResearchMany:
         on_creating: Callable[[BatchItem], object] | None = None,
         on_abandon: Callable[[list[BatchItem]], object] | None = None,
     ) -> None:
+        if isinstance(prompts, (str, bytes)):
+            # A string is an iterable of characters: one paid research per character.
+            raise TypeError(
+                f"prompts must be a list of prompts, not a single {type(prompts).__name__}; "
+                "pass [prompt] to research one prompt"
+            )
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a whole number >= 1, got {concurrency!r}")
         if timeout is not None and (
@@ -220,7 +243,11 @@ class ResearchMany:
         request_id = self._resume.get(item.key)
         if request_id is None:
             try:
-                check_create_arguments(item.prompt, item.structured_output, item.output_schema)
+                CreateRequest(
+                    prompt=item.prompt,
+                    structured_output=item.structured_output,
+                    output_schema=item.output_schema,
+                )
             except (TypeError, ValueError) as error:
                 return BatchResult(
                     item=item,
@@ -283,27 +310,18 @@ def _may_have_created(error: FayError) -> bool:
     return isinstance(error, (ServerError, UnexpectedResponseError))
 
 
-CREATE_INTERRUPTED: Final = "CREATE_INTERRUPTED"
-_CUT_OFF = (
-    "may exist (and be billed) under an unknown request id, so it was not created again: "
-    "rerun with --retry-uncertain to create it anyway"
-)
-
-
-def _cut_off_result(item: BatchItem, error: FayError | None, started: float) -> BatchResult:
-    why = (
-        f"the create failed after it was sent ({error})"
-        if error is not None
-        else "the batch stopped while this prompt's research was being created"
-    )
+def _cut_off_result(item: BatchItem, error: FayError, started: float) -> BatchResult:
     return BatchResult(
         item=item,
         request_id=None,
         status=ERROR,
         error_code=CREATE_INTERRUPTED,
-        error_message=f"{why}; the research {_CUT_OFF}",
+        error_message=(
+            f"the create failed after it was sent ({error}); the research may exist (and be "
+            "billed) under an unknown request id, so it was not created again"
+        ),
         started_at=started,
-        finished_at=anyio.current_time() if error is not None else started,
+        finished_at=anyio.current_time(),
     )
 
 
@@ -321,14 +339,16 @@ def research_many(
     """Research many prompts concurrently; yield one :class:`BatchResult` as each finishes.
 
     Use it as ``async with research_many(manager, prompts) as results:`` and iterate
-    ``async for result in results``. At most ``concurrency`` researches are in flight.
+    ``async for result in results``. ``prompts`` is an iterable of prompt strings or
+    :class:`BatchItem` (a single string is refused with ``TypeError``: it would be one
+    research per character). At most ``concurrency`` researches are in flight.
     Every prompt yields exactly one result: the completed output, or the error that
     ended it (failed, timed out and stopped, stopped, API error). Leaving the block
     early, or being cancelled, stops every research still in flight.
 
     ``resume`` maps item keys to request ids created earlier: those are waited for
     again, never created twice. ``on_created(item, request_id)`` is called as soon as
-    a research exists, before it is waited for (the batch journal records it there);
+    a research exists, before it is waited for (a journal can record it there);
     ``on_creating(item)`` just before its create is sent; ``on_abandon(items)`` when the
     block is left with researches in flight, before they are stopped.
 
@@ -346,217 +366,3 @@ def research_many(
         on_creating=on_creating,
         on_abandon=on_abandon,
     )
-
-
-class BatchProgress:
-    """Hooks a batch runner calls as it goes (the command line draws them)."""
-
-    def started(self, total: int, already_done: int) -> None:
-        """The batch starts: ``total`` items, ``already_done`` of them from an earlier run."""
-
-    def created(self, item: BatchItem, request_id: str) -> None:
-        """A research was created for ``item``."""
-
-    def finished(self, result: BatchResult) -> None:
-        """``result`` was recorded."""
-
-
-@attrs.define
-class BatchSummary:
-    """What a batch run ended with, counted over every item of the input."""
-
-    total: int
-    statuses: dict[str, int] = attrs.field(factory=dict)
-    resumed: int = 0
-    skipped: int = 0
-    interrupted: bool = False
-
-    @property
-    def completed(self) -> int:
-        """Items whose research completed."""
-        return self.statuses.get(ResearchStatus.COMPLETED.value, 0)
-
-    @property
-    def all_completed(self) -> bool:
-        """True when every item of the input has a completed result."""
-        return self.completed == self.total
-
-
-def _rewrite(out_path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Write the recorded results to ``out_path`` atomically (a rerun starts from them)."""
-    temporary = out_path.with_name(out_path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(out_path)
-
-
-def _is_uncertain_result(result: Mapping[str, Any] | None) -> bool:
-    error = (result or {}).get("error")
-    return isinstance(error, dict) and error.get("code") == CREATE_INTERRUPTED
-
-
-async def _settle_leftovers(
-    manager: ResearchManager,
-    items: Sequence[BatchItem],
-    journal: Journal,
-    extra: Mapping[str, Any],
-    *,
-    retry_uncertain: bool,
-    ids_survive: bool,
-) -> None:
-    """Decide, before a run, what an earlier run left half done."""
-    entries = journal.entries()
-    for item in items:
-        entry = entries[item.key]
-        result = entry.result
-        if result is None and not ids_survive and (entry.request_id or entry.creating):
-            # The earlier run's researches are gone with it (an in-process emulator).
-            journal.restart(item.key)
-        elif retry_uncertain and (entry.uncertain or _is_uncertain_result(result)):
-            journal.restart(item.key)
-        elif entry.uncertain:
-            journal.finished(item.key, {**_cut_off_result(item, None, 0.0).to_json(), **extra})
-        elif result is not None and _never_created(result):
-            journal.restart(item.key)  # nothing was paid: try again
-        elif result is None and entry.request_id is not None and entry.interrupted:
-            # Stopped by an earlier Ctrl-C: a stopped research has no output, so start anew.
-            try:
-                info = await manager.client.get_status(entry.request_id)
-            except NotFoundError as error:
-                failed = _error_result(item, entry.request_id, error, 0.0)
-                journal.finished(item.key, {**failed.to_json(), **extra})
-                continue
-            if info.status is ResearchStatus.STOPPED:
-                journal.restart(item.key)
-
-
-def _never_created(result: Mapping[str, Any]) -> bool:
-    """A recorded error that came before any research existed (rate limit, bad input...)."""
-    return (
-        result.get("status") == ERROR
-        and result.get("request_id") is None
-        and not _is_uncertain_result(result)
-    )
-
-
-def _refuse_orphan_results(out_file: Path, journal: Journal) -> None:
-    """A new journal beside an output that has results: rewriting it would lose them."""
-    if journal.is_empty and out_file.exists() and out_file.stat().st_size > 0:
-        raise BatchInputError(
-            f"already holds results, but its journal {journal.path} is new (moved or "
-            "deleted?): restore the journal to resume that batch, or write to another --out",
-            path=out_file,
-        )
-
-
-async def run_batch(
-    manager: ResearchManager,
-    items: Sequence[BatchItem],
-    *,
-    journal: Journal,
-    out_path: str | os.PathLike[str],
-    input_path: str | os.PathLike[str],
-    concurrency: int = 8,
-    timeout: float | None = 300.0,  # noqa: ASYNC109 - per research, not for this call
-    progress: BatchProgress | None = None,
-    extra: Mapping[str, Any] | None = None,
-    retry_uncertain: bool = False,
-    target: str | None = None,
-    ids_survive: bool = True,
-) -> BatchSummary:
-    """Run a resumable batch: one JSON line per item in ``out_path``, nothing paid twice.
-
-    Items the journal has a result for are skipped; items with a request id are waited
-    for again (a research stopped by an earlier interrupt is started afresh); the rest
-    start. Each request id is journalled as soon as it exists and each result before it
-    is written out, so a crash at any point loses nothing. If the run is cancelled (Ctrl-C),
-    the researches in flight are stopped, marked interrupted in the journal, and the
-    cancellation goes on.
-
-    An item whose create was sent but whose request id never came back (the process was
-    killed during that round trip) may exist on the service: it is not created again but
-    gets a ``CREATE_INTERRUPTED`` error result, unless ``retry_uncertain`` asks to create
-    it anyway. An error recorded before any research existed (a rate limit, a refused
-    prompt) is tried again.
-
-    ``target`` names where the researches live (the base URL): a journal started against
-    another target is refused. ``ids_survive=False`` says the earlier run's researches
-    are gone (an in-process emulator), so its unfinished items start afresh.
-    """
-    progress = progress or BatchProgress()
-    out_file = Path(out_path)
-    _refuse_orphan_results(out_file, journal)
-    if target is not None:
-        journal.bind_target(target)
-    journal.register(items, input_path=input_path)
-    await _settle_leftovers(
-        manager,
-        items,
-        journal,
-        extra or {},
-        retry_uncertain=retry_uncertain,
-        ids_survive=ids_survive,
-    )
-    entries = journal.entries()
-    summary = BatchSummary(total=len(items))
-    for item in items:
-        recorded = entries[item.key].result
-        if recorded is not None:
-            status = str(recorded.get("status"))
-            summary.statuses[status] = summary.statuses.get(status, 0) + 1
-            summary.skipped += 1
-    _rewrite(out_file, journal.results(item.key for item in items))
-    todo = [item for item in items if entries[item.key].result is None]
-    resume = {
-        item.key: request_id
-        for item in todo
-        if (request_id := entries[item.key].request_id) is not None
-    }
-    summary.resumed = len(resume)
-    progress.started(len(items), summary.skipped)
-    in_flight: set[str] = set(resume)
-
-    def creating(item: BatchItem) -> None:
-        journal.creating(item.key)
-
-    def created(item: BatchItem, request_id: str) -> None:
-        journal.created(item.key, request_id)
-        in_flight.add(item.key)
-        progress.created(item, request_id)
-
-    def abandoned(abandoned_items: list[BatchItem]) -> None:
-        # Before the stops go out: a second Ctrl-C may end the process at any moment.
-        for item in abandoned_items:
-            journal.interrupted(item.key)
-
-    try:
-        # One short line per result, flushed at once: blocking writes are the simple, safe
-        # choice here, and the journal before them is synchronous by design.
-        with out_file.open("a", encoding="utf-8") as out:  # noqa: ASYNC230
-            async with research_many(
-                manager,
-                todo,
-                concurrency=concurrency,
-                timeout=timeout,
-                resume=resume,
-                on_created=created,
-                on_creating=creating,
-                on_abandon=abandoned,
-            ) as results:
-                async for result in results:
-                    record = {**result.to_json(), **(extra or {})}
-                    journal.finished(result.item.key, record)
-                    in_flight.discard(result.item.key)
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    out.flush()
-                    summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
-                    progress.finished(result)
-    except BaseException:
-        summary.interrupted = True
-        for key in in_flight:
-            journal.interrupted(key)
-        raise
-    return summary

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import httpx
     from typing_extensions import Self
 
-__all__ = ["FayClient", "check_create_arguments", "validate_request_id"]
+__all__ = ["FayClient", "validate_request_id"]
 
 _FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")
 
@@ -497,14 +497,3 @@ def is_already_finished(error: APIError) -> bool:
 
 def _path(request_id: str, action: str) -> str:
     return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"
-
-
-def check_create_arguments(
-    prompt: object, structured_output: object, output_schema: object
-) -> CreateRequest:
-    """The checked :class:`CreateRequest` for these arguments (raises as it does)."""
-    return CreateRequest(
-        prompt=prompt,  # type: ignore[arg-type]  # checked by CreateRequest
-        structured_output=structured_output,  # type: ignore[arg-type]
-        output_schema=output_schema,  # type: ignore[arg-type]
-    )

@@ -42,8 +42,5 @@ DEFAULT_BACKOFF_CAP: Final = 8.0
 #: A Retry-After longer than this is not slept through: the call raises RateLimitError.
 DEFAULT_MAX_RETRY_AFTER: Final = 60.0
 
-#: The key the command line's emulators accept (an obvious fake).
-EMULATOR_API_KEY: Final = "emulator-key"
-
 #: Longest request id accepted before anything is sent.
 MAX_REQUEST_ID_LENGTH: Final = 128

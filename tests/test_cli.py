@@ -16,8 +16,12 @@ from typing import Any
 import anyio
 import pytest
 
-from fay_async import _cli, _commands
-from fay_async._commands import describe, journal_path
+from fay_async import BatchItem, BatchResult, _cli
+from fay_async._cli import batchrun, commands, progress
+from fay_async._cli.journal import journal_path
+from fay_async._cli.main import build_parser
+from fay_async._cli.run import describe
+from fay_async._cli.target import Target, poll_policy
 from fay_async.exceptions import (
     APIConnectionError,
     AuthenticationError,
@@ -29,13 +33,13 @@ from fay_async.exceptions import (
     ResearchTimeoutError,
     ServerError,
 )
-from fay_async.testing import Fault, FayEmulator, Scenario, serve
+from fay_async.testing import DEFAULT_API_KEY, Fault, FayEmulator, Scenario, serve
 
 KEY = "test-key"
 
 
 def parse(*argv: str) -> Any:
-    return _cli.build_parser().parse_args(list(argv))
+    return build_parser().parse_args(list(argv))
 
 
 # --- help -------------------------------------------------------------------------------------
@@ -216,7 +220,7 @@ def test_empty_prompt(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.anyio
 async def test_research_prints_markdown(capsys: pytest.CaptureFixture[str]) -> None:
-    code = await _commands.research(parse("research", "Is fusion close?", "--emulator"))
+    code = await commands.research(parse("research", "Is fusion close?", "--emulator"))
     assert code == 0
     out = capsys.readouterr().out
     assert out.startswith("# ")
@@ -230,7 +234,7 @@ async def test_research_with_schema_prints_json(
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}}))
     args = parse("research", "Count", "--emulator", "--schema", str(schema), "--json")
-    assert await _commands.research(args) == 0
+    assert await commands.research(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "COMPLETED"
     assert result["emulated"] is True
@@ -241,7 +245,7 @@ async def test_research_with_schema_prints_json(
 async def test_research_timeout_stops_it(capsys: pytest.CaptureFixture[str]) -> None:
     args = parse("research", "Slow", "--emulator", "--timeout", "5")
     with pytest.raises(ResearchTimeoutError) as info:
-        await _commands.research(args)
+        await commands.research(args)
     assert info.value.stopped
 
 
@@ -289,7 +293,7 @@ async def test_batch_on_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixtu
     prompts.write_text("first question\nsecond question\n\nthird question\n")
     out = tmp_path / "results.jsonl"
     args = parse("batch", str(prompts), "--out", str(out), "--emulator", "--tier", "free")
-    assert await _commands.batch(args) == 0
+    assert await batchrun.batch(args) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["line"] for r in records) == [1, 2, 4]
     assert all(r["status"] == "COMPLETED" and r["emulated"] for r in records)
@@ -298,7 +302,7 @@ async def test_batch_on_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "[3/3]" in streams.err
     assert journal_path(out).exists()
     # Rerun: everything is already done, nothing is created again.
-    assert await _commands.batch(args) == 0
+    assert await batchrun.batch(args) == 0
     assert len(out.read_text().splitlines()) == 3
     assert "(3 already done)" in capsys.readouterr().err
 
@@ -311,7 +315,7 @@ async def test_batch_exit_code_when_some_did_not_complete(
     prompts.write_text('{"prompt": "fine", "id": "a"}\n{"prompt": "x", "id": "b"}\n')
     out = tmp_path / "o.jsonl"
     args = parse("batch", str(prompts), "--out", str(out), "--emulator", "--timeout", "1")
-    assert await _commands.batch(args) == 1
+    assert await batchrun.batch(args) == 1
     assert "2 prompts: 2 timed out" in capsys.readouterr().out
 
 
@@ -324,10 +328,10 @@ async def test_an_emulator_batch_resumes_after_an_interrupt(
     out = tmp_path / "results.jsonl"
     args = parse("batch", str(prompts), "--out", str(out), "--emulator")
     with anyio.move_on_after(0.5):  # interrupted while both researches are queued
-        await _commands.batch(args)
+        await batchrun.batch(args)
     assert out.read_text() == ""
     # The emulator of the first run is gone with it: the rerun starts both again.
-    assert await _commands.batch(args) == 0
+    assert await batchrun.batch(args) == 0
     assert len(out.read_text().splitlines()) == 2
 
 
@@ -357,51 +361,46 @@ def test_a_batch_is_resumed_only_where_it_started(
 
 
 def test_poll_interval_is_a_fixed_schedule() -> None:
-    target = _commands.Target(client=None, speed=1.0, emulated=False)  # type: ignore[arg-type]
-    policy = _commands.poll_policy(
-        parse("batch", "f", "--out", "o", "--poll-interval", "0.5"), target
-    )
+    target = Target(client=None, speed=1.0, emulated=False)  # type: ignore[arg-type]
+    policy = poll_policy(parse("batch", "f", "--out", "o", "--poll-interval", "0.5"), target)
     assert policy.pending_first == policy.pending_max == policy.processing_max == 0.5
-    scaled = _commands.poll_policy(
+    scaled = poll_policy(
         parse("batch", "f", "--out", "o", "--poll-interval", "6"),
-        _commands.Target(client=None, speed=60.0, emulated=True),  # type: ignore[arg-type]
+        Target(client=None, speed=60.0, emulated=True),  # type: ignore[arg-type]
     )
     assert scaled.processing_first == pytest.approx(0.1)
-    fast = _commands.poll_policy(
-        parse("batch", "f", "--out", "o"), _commands.Target(client=None, speed=60.0, emulated=True)
+    fast = poll_policy(
+        parse("batch", "f", "--out", "o"), Target(client=None, speed=60.0, emulated=True)
     )  # type: ignore[arg-type]
     assert fast.pending_max == pytest.approx(15.0 / 60)
 
 
 def test_live_progress_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fay_async._batch import BatchResult
-    from fay_async._journal import BatchItem
-
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    with _commands._progress() as progress:
-        assert isinstance(progress, _commands._RichProgress)
-        progress.started(4, 1)
+    with progress.open_progress() as shown:
+        assert isinstance(shown, progress.RichProgress)
+        shown.started(4, 1)
         item = BatchItem(key="a", prompt="p")
-        progress.created(item, "r1")
-        progress.created(item, "r2")
-        assert "in flight 2" in progress._text()
-        progress.finished(BatchResult(item=item, request_id="r1", status="COMPLETED"))
-        progress.finished(BatchResult(item=item, request_id="r2", status="TIMED_OUT"))
-        text = progress._text()
+        shown.created(item, "r1")
+        shown.created(item, "r2")
+        assert "in flight 2" in shown._text()
+        shown.finished(BatchResult(item=item, request_id="r1", status="COMPLETED"))
+        shown.finished(BatchResult(item=item, request_id="r2", status="TIMED_OUT"))
+        text = shown._text()
     assert text == "done 1 · failed 0 · timed out 1 · in flight 0"
 
 
 def test_plain_progress_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    with _commands._progress() as progress:
-        assert isinstance(progress, _commands._PlainProgress)
+    with progress.open_progress() as shown:
+        assert isinstance(shown, progress.PlainProgress)
 
 
 def test_verbose_logs_every_attempt(capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli.main(["status", "no-such-id", "--emulator", "-v"]) == 2
     err = capsys.readouterr().err
     assert "GET /conversation/no-such-id/status -> 404" in err
-    assert "emulator-key" not in err
+    assert DEFAULT_API_KEY not in err
 
 
 # --- real processes: Ctrl-C and kill -9 ---------------------------------------------------------

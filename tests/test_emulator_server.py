@@ -4,6 +4,7 @@ every documented error, faults on the wire, ``serve()`` and the ``fay-async emul
 
 from __future__ import annotations
 
+import importlib
 import logging
 import logging.config
 import os
@@ -21,7 +22,16 @@ import httpx
 import pytest
 
 from fay_async import FayClient, ResearchStatus, _cli, exceptions
-from fay_async.testing import Fault, FayEmulator, ManualClock, Scenario, _server, serve
+from fay_async.testing import (
+    DEFAULT_API_KEY,
+    Fault,
+    FayEmulator,
+    ManualClock,
+    Scenario,
+    _server,
+    serve,
+    serve_forever,
+)
 
 pytestmark = pytest.mark.real_time
 
@@ -384,7 +394,7 @@ def test_cli_emulator_serves_until_ctrl_c() -> None:
         )
         assert match, lines
         base_url, key = match.groups()
-        assert key == "emulator-key"
+        assert key == DEFAULT_API_KEY == "test-key"
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -433,6 +443,14 @@ def fake_uvicorn(monkeypatch: pytest.MonkeyPatch) -> type[FakeServer]:
     return FakeServer
 
 
+def test_serve_forever_binds_then_serves(fake_uvicorn: type[FakeServer]) -> None:
+    serve_forever(FayEmulator(), port=0)
+    [(config, (host, _))] = fake_uvicorn.runs
+    assert host == "127.0.0.1"
+    assert config.log_level == "info"
+    assert isinstance(config.app, FayEmulator)
+
+
 @pytest.mark.parametrize(("outcome", "code"), [(None, 0), (KeyboardInterrupt, 130)])
 def test_cli_emulator_options(
     fake_uvicorn: type[FakeServer],
@@ -456,6 +474,15 @@ def test_cli_emulator_options(
     assert emulator.rate_limits["create"] == 100
     assert config.log_level == "warning"
     assert config.http == "h11"
+
+
+def test_cli_emulator_failing_once_listening_is_not_an_address_problem(
+    fake_uvicorn: type[FakeServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_uvicorn.outcome = ConnectionResetError
+    with pytest.raises(ConnectionResetError):
+        _cli.main(["emulator", "--port", "0"])
+    assert "cannot listen" not in capsys.readouterr().err
 
 
 def test_cli_warns_when_not_on_loopback(
@@ -517,3 +544,14 @@ def test_cli_argument_errors(argv: list[str], capsys: pytest.CaptureFixture[str]
         assert "fay-async" in capsys.readouterr().out
     else:
         assert info.value.code == 2
+
+
+def test_python_m_runs_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["fay-async", "--version"])
+    monkeypatch.delitem(sys.modules, "fay_async._cli.__main__", raising=False)
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module("fay_async._cli.__main__")
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("fay-async ")

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import argparse
+import ast
 import inspect
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +104,65 @@ def test_exception_texts() -> None:
     failed = e.ResearchFailedError("failed", request_id="r1", error_message="boom")
     assert failed.error_message == "boom"
     assert str(e.ServerError("down", status_code=503)) == "HTTP 503: down"
+
+
+def test_testing_all_is_complete() -> None:
+    from fay_async import testing
+
+    public = {
+        name
+        for name, value in vars(testing).items()
+        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+    }
+    assert public == set(testing.__all__)
+    assert testing.DEFAULT_API_KEY == "test-key"
+    assert testing.FayEmulator().api_keys == (testing.DEFAULT_API_KEY,)
+
+
+_PACKAGE = Path(fay_async.__file__).parent
+_CLI = _PACKAGE / "_cli"
+
+
+def _library_modules() -> list[Path]:
+    return [path for path in _PACKAGE.rglob("*.py") if _CLI not in path.parents]
+
+
+def test_the_command_line_uses_only_the_public_api() -> None:
+    from fay_async import testing
+
+    public = {
+        "fay_async": set(fay_async.__all__) | {"_config"},  # _config: env-var names only
+        "fay_async.exceptions": set(exceptions.__all__),
+        "fay_async.testing": set(testing.__all__),
+    }
+    for path in _CLI.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("fay_async")]
+                assert all(name in public for name in names), (path.name, names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                module = node.module or ""
+                if module.split(".")[0] != "fay_async":
+                    continue
+                assert module in public, (path.name, module)
+                for alias in node.names:
+                    assert alias.name in public[module], (path.name, module, alias.name)
+
+
+def test_library_messages_name_no_command_line_flag() -> None:
+    from fay_async._cli.main import build_parser
+
+    flags: set[str] = set()
+    parsers = [build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            flags.update(option for option in action.option_strings if option.startswith("--"))
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    flags -= {"--help", "--version"}
+    assert {"--out", "--retry-uncertain", "--emulator", "--api-key"} <= flags
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, flags)) + r")(?![\w-])")
+    for path in _library_modules():
+        found = pattern.findall(path.read_text(encoding="utf-8"))
+        assert not found, (path.relative_to(_PACKAGE), found)

@@ -461,7 +461,7 @@ async def test_a_header_that_is_not_ascii_is_a_configuration_error(
 async def test_a_body_that_is_not_valid_unicode_is_a_configuration_error(
     mock: respx.MockRouter,
 ) -> None:
-    # check_create_arguments refuses such a prompt first; the transport still never lets a
+    # CreateRequest refuses such a prompt first; the transport still never lets a
     # UnicodeEncodeError out.
     route = mock.post("/conversations").mock(return_value=response(docs.CREATED))
     async with client() as fay:

@@ -3,8 +3,9 @@
 :class:`FayEmulator` is an ASGI 3 application serving the four documented endpoints with
 research lifecycles on an injectable clock, optional rate limits and injectable faults.
 Use it in-process with :meth:`FayEmulator.client`, over a loopback socket with
-:func:`serve` (or the ``fay-async emulator`` command), or through the pytest fixtures
-``fay_emulator`` and ``fay_client`` (see :mod:`fay_async.testing.pytest_plugin`).
+:func:`serve` (or in the foreground with :func:`serve_forever`, as the ``fay-async
+emulator`` command does), or through the pytest fixtures ``fay_emulator`` and
+``fay_client`` (see :mod:`fay_async.testing.pytest_plugin`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 from ._clock import Clock, ManualClock
 from ._emulator import FayEmulator
 from ._schema import example_for_schema
-from ._server import EmulatorServer, serve
+from ._server import EmulatorServer, serve, serve_forever
 from ._values import (
     API_VERSION,
+    DEFAULT_API_KEY,
     ENDPOINTS,
     RATE_LIMIT_TIERS,
     CallRecord,
@@ -26,6 +28,7 @@ from ._values import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_API_KEY",
     "ENDPOINTS",
     "RATE_LIMIT_TIERS",
     "CallRecord",
@@ -39,4 +42,5 @@ __all__ = [
     "Scenario",
     "example_for_schema",
     "serve",
+    "serve_forever",
 ]

@@ -40,6 +40,7 @@ from ._clock import Clock
 from ._schema import default_structured_output, example_for_schema
 from ._values import (
     API_VERSION,
+    DEFAULT_API_KEY,
     ENDPOINTS,
     RATE_LIMIT_TIERS,
     CallRecord,
@@ -240,7 +241,7 @@ class FayEmulator:
     def __init__(
         self,
         *,
-        api_keys: Iterable[str] = frozenset({"test-key"}),
+        api_keys: Iterable[str] = frozenset({DEFAULT_API_KEY}),
         clock: Clock | None = None,
         scenario: Scenario | Callable[[str], Scenario] | None = None,
         rate_limits: str | Mapping[str, int] | None = None,

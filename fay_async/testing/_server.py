@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import Any, Final
 
@@ -13,7 +14,14 @@ import anyio.to_thread
 
 from ._emulator import ConnectionDropped, FayEmulator
 
-__all__ = ["EmulatorServer", "base_url_for", "bind_socket", "require_uvicorn", "serve"]
+__all__ = [
+    "EmulatorServer",
+    "base_url_for",
+    "bind_socket",
+    "require_uvicorn",
+    "serve",
+    "serve_forever",
+]
 
 UVICORN_MISSING: Final = 'the Fay emulator server needs uvicorn: pip install "fay-async[emulator]"'
 
@@ -180,3 +188,30 @@ def serve(emulator: FayEmulator, *, host: str = "127.0.0.1", port: int = 0) -> E
     ``time.monotonic() * speed``. Needs uvicorn (``pip install "fay-async[emulator]"``).
     """
     return EmulatorServer(emulator, host=host, port=port)
+
+
+def serve_forever(
+    emulator: FayEmulator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "info",
+    on_ready: Callable[[str], object] | None = None,
+) -> None:
+    """Serve ``emulator`` with uvicorn in this thread until it is stopped (Ctrl-C).
+
+    The socket is bound first, then ``on_ready(base_url)`` is called (to print where it
+    listens, say), then uvicorn serves with its own logging at ``log_level`` (``"info"``:
+    one line per request). Raises ``ModuleNotFoundError`` without uvicorn
+    (``pip install "fay-async[emulator]"``) and ``OSError`` when ``host:port`` cannot be
+    bound; a Ctrl-C that uvicorn passes on comes out as ``KeyboardInterrupt``.
+    """
+    uvicorn = require_uvicorn()
+    sock = bind_socket(host, port)
+    try:
+        if on_ready is not None:
+            on_ready(base_url_for(sock))
+        server = uvicorn.Server(uvicorn_config(emulator, log_level=log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

@@ -14,6 +14,7 @@ from fay_async._models import ResearchStatus
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_API_KEY",
     "ENDPOINTS",
     "RATE_LIMIT_TIERS",
     "CallRecord",
@@ -30,6 +31,10 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
 
 #: The API version every response carries.
 API_VERSION: Final = "1.0.24"
+
+#: The key an emulator accepts unless told otherwise: an obvious fake, the same everywhere
+#: (``FayEmulator()``, the pytest fixtures, and the emulators of the ``fay-async`` command).
+DEFAULT_API_KEY: Final = "test-key"
 
 #: The published per-hour limits, per API key and endpoint (the emulator's own copy).
 RATE_LIMIT_TIERS: Final[Mapping[str, Mapping[Endpoint, int]]] = types.MappingProxyType(

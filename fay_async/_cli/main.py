@@ -1,22 +1,26 @@
-"""The ``fay-async`` command.
+"""The ``fay-async`` command: its entry point and argument parser.
 
 Each subcommand is one ``_add_<name>`` function that declares its parser and sets
-``run`` (a function ``argparse.Namespace -> int``); list it in ``_SUBCOMMANDS``.
+``run`` (a function ``argparse.Namespace -> int``); list it in ``_SUBCOMMANDS``. The
+commands themselves are imported only when one runs, which keeps ``--help`` fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import ipaddress
 import sys
 from collections.abc import Callable
 from typing import Any, Final
 
-from . import _config
-from ._client import is_loopback
+from fay_async import (
+    __version__,
+    _config,  # the environment variables' names: no public alternative
+)
+from fay_async.testing import DEFAULT_API_KEY
 
-__all__ = ["main"]
-
-DEFAULT_EMULATOR_KEY: Final = _config.EMULATOR_API_KEY
+__all__ = ["build_parser", "main"]
 
 _Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -69,8 +73,8 @@ def _add_emulator(subparsers: _Subparsers) -> None:
     )
     parser.add_argument(
         "--api-key",
-        default=DEFAULT_EMULATOR_KEY,
-        help=f"the API key the emulator accepts (default {DEFAULT_EMULATOR_KEY!r})",
+        default=DEFAULT_API_KEY,
+        help=f"the API key the emulator accepts (default {DEFAULT_API_KEY!r})",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and durations")
     parser.add_argument(
@@ -82,48 +86,56 @@ def _add_emulator(subparsers: _Subparsers) -> None:
     parser.set_defaults(run=_run_emulator)
 
 
-def _run_emulator(args: argparse.Namespace) -> int:
-    from .testing import FayEmulator  # noqa: PLC0415 - only this command needs it
-    from .testing._server import (  # noqa: PLC0415
-        base_url_for,
-        bind_socket,
-        require_uvicorn,
-        uvicorn_config,
-    )
-
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
     try:
-        uvicorn = require_uvicorn()
-    except ModuleNotFoundError as error:
-        print(f"fay-async: {error}", file=sys.stderr)
-        return 1
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from fay_async.testing import FayEmulator, serve_forever  # noqa: PLC0415 - only here
+
     if not args.api_key.strip() or any(c.isspace() for c in args.api_key):
         print("fay-async: --api-key must be a non-empty string without spaces", file=sys.stderr)
         return 2
     emulator = FayEmulator(
         api_keys=[args.api_key], rate_limits=args.tier, speed=args.speed, seed=args.seed
     )
+
+    listening = False
+
+    def ready(base_url: str) -> None:
+        nonlocal listening
+        listening = True
+        if not _is_loopback(args.host):
+            print(
+                f"fay-async: warning: the emulator listens on {args.host}, "
+                "not only on this machine",
+                file=sys.stderr,
+            )
+        tier = args.tier or "no"
+        print(f"Fay emulator on {base_url} (speed x{args.speed:g}, {tier} rate limits)")
+        print(f"export {_config.BASE_URL_ENV}={base_url} {_config.API_KEY_ENV}={args.api_key}")
+        print("Press Ctrl-C to stop.", flush=True)
+
     try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as error:
-        print(f"fay-async: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 1
-    base_url = base_url_for(sock)
-    if not is_loopback(args.host):
-        print(
-            f"fay-async: warning: the emulator listens on {args.host}, not only on this machine",
-            file=sys.stderr,
+        serve_forever(
+            emulator, host=args.host, port=args.port, log_level=args.log_level, on_ready=ready
         )
-    tier = args.tier or "no"
-    print(f"Fay emulator on {base_url} (speed x{args.speed:g}, {tier} rate limits)")
-    print(f"export {_config.BASE_URL_ENV}={base_url} {_config.API_KEY_ENV}={args.api_key}")
-    print("Press Ctrl-C to stop.", flush=True)
-    server = uvicorn.Server(uvicorn_config(emulator, log_level=args.log_level))
-    try:
-        server.run(sockets=[sock])
+    except ModuleNotFoundError as error:
+        print(f"fay-async: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
-    finally:
-        sock.close()
+    except OSError as error:
+        if listening:  # bound already: not an address problem, so not one line
+            raise
+        print(f"fay-async: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -187,14 +199,16 @@ def _polling_options() -> argparse.ArgumentParser:
     return common
 
 
-def _command(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from . import _commands  # noqa: PLC0415 - keeps `fay-async --help` fast
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """Run the async command ``name`` of the module ``module`` of this package."""
 
-        command: _commands.Command = getattr(_commands, name)
-        return _commands.run(command, args)
+    def run_command(args: argparse.Namespace) -> int:
+        from .run import Command, run  # noqa: PLC0415 - keeps `fay-async --help` fast
 
-    return run
+        command: Command = getattr(importlib.import_module(f".{module}", __package__), name)
+        return run(command, args)
+
+    return run_command
 
 
 def _add_research(subparsers: _Subparsers) -> None:
@@ -216,7 +230,7 @@ def _add_research(subparsers: _Subparsers) -> None:
         help="a JSON-schema file: ask for structured output that fits it",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.set_defaults(run=_command("research"))
+    parser.set_defaults(run=_command("commands", "research"))
 
 
 def _add_request_command(subparsers: _Subparsers, name: str, summary: str, detail: str) -> None:
@@ -230,7 +244,7 @@ def _add_request_command(subparsers: _Subparsers, name: str, summary: str, detai
     parser.add_argument("request_id", metavar="ID", help="the request id of the research")
     if name != "stop":
         parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(run=_command(name))
+    parser.set_defaults(run=_command("commands", name))
 
 
 def _add_status(subparsers: _Subparsers) -> None:
@@ -294,7 +308,7 @@ def _add_batch(subparsers: _Subparsers) -> None:
         help="create again the prompts whose create was cut off by a crash (their first "
         "research may exist and be billed; by default they are reported, not re-created)",
     )
-    parser.set_defaults(run=_command("batch"))
+    parser.set_defaults(run=_command("batchrun", "batch"))
 
 
 _SUBCOMMANDS: Final[tuple[Callable[[_Subparsers], None], ...]] = (
@@ -312,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fay-async", description="Tools for the Fay research API."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_config.VERSION}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(subparsers)
@@ -328,7 +342,3 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     return run(args)
-
-
-if __name__ == "__main__":  # pragma: no cover - the installed script calls main()
-    sys.exit(main())
