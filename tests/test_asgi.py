@@ -343,6 +343,7 @@ async def test_the_app_reads_every_message_in_order_after_the_watcher_read_ahead
             seen.append(message)
             if not message.get("more_body"):
                 break
+            await anyio.sleep(0.005)  # shorter than a read: the app waits for the watcher's
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
         seen.append(await receive())  # what a server says after the response
@@ -535,3 +536,36 @@ async def test_the_helper_lets_the_blocks_error_through_unwrapped() -> None:
 def test_the_helper_needs_a_receive() -> None:
     with pytest.raises(TypeError, match="Request or an ASGI receive"):
         cancel_on_disconnect(42)  # type: ignore[arg-type]
+
+
+# --- the README's web app (examples/starlette_app.py) ---------------------------------------
+
+
+def test_the_readme_web_app_is_the_example_file() -> None:
+    from .test_examples import EXAMPLES, README
+
+    code = (EXAMPLES / "starlette_app.py").read_text(encoding="utf-8")
+    body = code.split('"""', 2)[2].lstrip("\n")
+    assert f"```python\n{body}```" in README.read_text(encoding="utf-8")
+
+
+@pytest.mark.anyio
+async def test_the_example_web_app_answers_both_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from .test_examples import load
+
+    example = load("starlette_app")
+    emulator = FayEmulator(seed=4)
+    monkeypatch.setattr(example, "FayClient", emulator.client)
+    transport = httpx.ASGITransport(app=example.app)
+    async with (
+        example.lifespan(example.app),
+        httpx.AsyncClient(transport=transport, base_url="http://app") as http,
+    ):
+        for path in ("/research", "/research-here"):
+            answer = await http.get(path, params={"q": "What is a heat pump?"})
+            assert answer.status_code == 200
+            body = answer.json()
+            assert body["output"] == emulator.research(body["request_id"]).output
+    assert running(emulator) == []
