@@ -1,6 +1,6 @@
 """A Starlette (or FastAPI) app whose research endpoints stop when the browser goes away.
 
-    uvicorn examples.starlette_app:app     # needs starlette and uvicorn, and FAY_API_KEY
+uvicorn examples.starlette_app:app     # needs starlette and uvicorn, and FAY_API_KEY
 """
 
 from collections.abc import AsyncIterator
