@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import free_tier, manager, overhead, polling
+from . import disconnect, free_tier, manager, overhead, polling
 from ._common import Row
 
 __all__ = ["BENCHMARKS", "Row"]
@@ -18,4 +18,5 @@ BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "manager": manager.run,
     "polling": polling.run,
     "free-tier": free_tier.run,
+    "asgi": disconnect.run,
 }

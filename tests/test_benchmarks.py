@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import BENCHMARKS, __main__, free_tier, manager, overhead, polling
+from benchmarks import BENCHMARKS, __main__, disconnect, free_tier, manager, overhead, polling
 from benchmarks._common import Row, format_table
 
 
@@ -71,6 +71,13 @@ def test_free_tier_rows() -> None:
     assert _value(rows, "researches completed") == 20
 
 
+def test_asgi_rows() -> None:
+    rows = disconnect.run(quick=True)
+    _check(rows, expected=7)
+    assert {row.benchmark for row in rows} == {"asgi served", "asgi in-process"}
+    assert all(row.value > 0 for row in rows if row.unit == "x")
+
+
 def test_runner_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "out" / "latest.json"
     code = __main__.main(["--quick", "--only", "free-tier", "--json", str(target)])
@@ -84,4 +91,4 @@ def test_runner_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_every_benchmark_has_a_name() -> None:
-    assert set(BENCHMARKS) == {"overhead", "manager", "polling", "free-tier"}
+    assert set(BENCHMARKS) == {"overhead", "manager", "polling", "free-tier", "asgi"}

@@ -1,0 +1,305 @@
+"""Web apps: a research never outlives the request that wanted it.
+
+ASGI servers (uvicorn, hypercorn) do not cancel a handler when its HTTP client goes away:
+they only answer the handler's next ``receive()`` with ``http.disconnect``. A handler
+busy in ``await manager.research(...)`` never asks, so the research runs (and is paid
+for) to its end. :class:`CancelOnDisconnect` is an ASGI middleware that cancels the
+request's handler when its client disconnects before the response is complete, so the
+manager's shielded stop runs; :func:`cancel_on_disconnect` does the same for one block of
+one handler::
+
+    app = CancelOnDisconnect(app)                 # any ASGI 3 app
+    app.add_middleware(CancelOnDisconnect)        # Starlette / FastAPI
+
+    async with cancel_on_disconnect(request) as watch:   # in one handler
+        result = await manager.research(prompt)
+    if watch.disconnected:
+        ...                                       # nobody is left to answer
+
+Only ``receive()`` can tell that the client left, so a watcher calls it while the
+handler works. It never takes a message from the app: whatever it reads before the
+disconnect (the request body, when the app has not read it yet) is kept and handed to
+the app's own ``receive()`` calls in order, and only one of the two ever waits in the
+server's ``receive()`` at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeAlias
+
+import anyio
+import anyio.abc
+
+__all__ = ["CancelOnDisconnect", "DisconnectWatch", "cancel_on_disconnect"]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Bytes of request body the watcher reads ahead of an app that has not read it yet.
+#: Beyond this it waits for the app to take them, so a large upload keeps the server's
+#: flow control instead of piling up in memory.
+READ_AHEAD: Final = 1 << 16
+
+
+class HasReceive(Protocol):
+    """Anything with the request's ASGI ``receive`` (a Starlette or FastAPI ``Request``)."""
+
+    @property
+    def receive(self) -> Receive: ...
+
+
+class _Inbox:
+    """The request's ``receive()``, shared by the app and a watcher without losing a message.
+
+    Messages the watcher read go to ``buffer``; the app takes them first, in order. At
+    most one of the two waits in the server's ``receive()`` (``reading``); the other
+    waits for ``changed``, set whenever that read ends or the app takes a message.
+    """
+
+    __slots__ = ("_changed", "_receive", "buffer", "buffered", "complete", "reading")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.buffer: deque[Message] = deque()
+        self.buffered = 0  # body bytes in buffer
+        self.reading = False
+        self.complete = False  # the response has been sent in full
+        self._changed: anyio.Event | None = None
+
+    async def receive(self) -> Message:
+        """The app's ``receive()``: the watcher's read-ahead first, then the server's."""
+        while True:
+            if self.buffer:
+                message = self.buffer.popleft()
+                self.buffered -= len(message.get("body", b""))
+                self._notify()
+                return message
+            if not self.reading:
+                return await self._read()
+            await self._wait()
+
+    async def _read(self) -> Message:
+        self.reading = True
+        try:
+            return await self._receive()
+        finally:
+            self.reading = False
+            self._notify()
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def until_disconnect(self) -> bool:
+        """Read ahead until ``http.disconnect``; True if it came before the response ended.
+
+        A server that cannot be read from any more (it raised) is not watched further.
+        """
+        while True:
+            if self.reading or self.buffered >= READ_AHEAD:
+                await self._wait()
+                continue
+            try:
+                message = await self._read()
+            except Exception:  # noqa: BLE001 - the app's own receive() will raise it too
+                return False
+            self.buffer.append(message)
+            if message.get("type") == "http.disconnect":
+                return not self.complete
+            self.buffered += len(message.get("body", b""))
+
+
+class _Request:
+    """One HTTP request going through :class:`CancelOnDisconnect`."""
+
+    __slots__ = ("_send", "cancel_scope", "inbox", "watcher")
+
+    def __init__(self, receive: Receive, send: Send, cancel_scope: anyio.CancelScope) -> None:
+        self.inbox = _Inbox(receive)
+        self._send = send
+        self.cancel_scope = cancel_scope
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            # Complete from here on: a disconnect the watcher sees now is the normal end
+            # of the exchange (uvicorn answers receive() with it), not a client leaving.
+            self.inbox.complete = True
+        await self._send(message)
+
+    async def watch(self) -> None:
+        if await self.inbox.until_disconnect():
+            self.cancel_scope.cancel()
+
+    async def watch_after(self, delay: float) -> None:
+        await anyio.sleep(delay)
+        await self.watch()
+
+    def start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.inbox.complete:
+            self.watcher = loop.create_task(self.watch())
+
+
+def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        return None
+
+
+class CancelOnDisconnect:
+    """ASGI middleware: cancel a request's handler when its client disconnects early.
+
+    ``app = CancelOnDisconnect(app)``, or ``app.add_middleware(CancelOnDisconnect)`` in
+    Starlette and FastAPI. When the HTTP client goes away before the response is complete
+    (``more_body`` false on the last ``http.response.body``), the handler is cancelled as
+    an enclosing anyio scope would cancel it: ``ResearchManager.research`` then stops its
+    research, a streaming response (server-sent events of ``manager.watch``) ends. The
+    middleware swallows that cancellation and returns normally, so the server logs no
+    error. After the response is complete nothing is cancelled any more.
+
+    The app's ``receive()`` calls get exactly the messages they would get without the
+    middleware, in order. WebSocket and lifespan scopes pass through untouched.
+
+    A request that ends within ``watch_after`` seconds costs a cancel scope and a timer:
+    its connection is not watched at all. A longer one gets a watcher task, so its
+    client's disconnect is noticed at once, or ``watch_after`` seconds after the request
+    began if it came sooner.
+    """
+
+    def __init__(self, app: ASGIApp, *, watch_after: float = 0.05) -> None:
+        if (
+            isinstance(watch_after, bool)
+            or not isinstance(watch_after, (int, float))
+            or not math.isfinite(watch_after)
+            or watch_after < 0
+        ):
+            raise ValueError(f"watch_after must be a number of seconds >= 0, got {watch_after!r}")
+        self.app = app
+        self.watch_after = float(watch_after)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 entry point."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = _running_asyncio_loop()
+        if loop is None:
+            await self._with_task_group(scope, receive, send)
+            return
+        # asyncio: a timer instead of a task per request; most requests end before it
+        # fires, and a task group with a sleeping task would cost more than they do.
+        cancel_scope = anyio.CancelScope()
+        request = _Request(receive, send, cancel_scope)
+        timer = loop.call_later(self.watch_after, request.start_watching, loop)
+        try:
+            with cancel_scope:
+                await self.app(scope, request.inbox.receive, request.send)
+        finally:
+            timer.cancel()
+            watcher = request.watcher
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait({watcher})
+
+    async def _with_task_group(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            request = _Request(receive, send, tg.cancel_scope)
+            tg.start_soon(request.watch_after, self.watch_after)
+            try:
+                await self.app(scope, request.inbox.receive, request.send)
+            except Exception as exc:  # noqa: BLE001 - raised below, not as an ExceptionGroup
+                error = exc
+            tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+
+class DisconnectWatch:
+    """The block of :func:`cancel_on_disconnect`: ``disconnected`` and ``receive``.
+
+    ``disconnected`` becomes true when the client went away and the block was cancelled.
+    ``receive`` is the request's ``receive()`` for after the block: messages the watcher
+    read (body the handler had not read yet, the disconnect) come first.
+    """
+
+    def __init__(self, receive: Receive | HasReceive) -> None:
+        # A Request (anything with .receive), or the receive callable itself.
+        server_receive: Receive = getattr(receive, "receive", receive)  # type: ignore[arg-type]
+        if not callable(server_receive):
+            raise TypeError("cancel_on_disconnect() needs a Request or an ASGI receive callable")
+        self._inbox = _Inbox(server_receive)
+        self.disconnected = False
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def receive(self) -> Message:
+        """The request's next ASGI message (what the watcher read ahead comes first)."""
+        return await self._inbox.receive()
+
+    async def _watch(self, tg: anyio.abc.TaskGroup) -> None:
+        if await self._inbox.until_disconnect():
+            self.disconnected = True
+            tg.cancel_scope.cancel()
+
+    async def __aenter__(self) -> DisconnectWatch:
+        if self._tg is not None:
+            raise RuntimeError("a DisconnectWatch can be entered only once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._watch, tg)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        tg = self._tg
+        assert tg is not None  # noqa: S101 - entered
+        self._inbox.complete = True
+        tg.cancel_scope.cancel()  # the watcher ends with the block
+        if isinstance(exc_value, Exception):
+            # The block's own error propagates as it is, not inside an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+            return False
+        return await tg.__aexit__(exc_type, exc_value, traceback)
+
+
+def cancel_on_disconnect(request: HasReceive | Receive) -> DisconnectWatch:
+    """Cancel the ``async with`` block when the HTTP client of ``request`` disconnects.
+
+    ``request`` is a Starlette or FastAPI ``Request`` (or a raw ASGI ``receive``). The
+    block runs as usual; if the client goes away meanwhile it is cancelled (a
+    ``ResearchManager.research`` in it stops its research), the block ends without an
+    error and ``watch.disconnected`` is true::
+
+        @app.get("/research")
+        async def research(request: Request, q: str) -> Response:
+            async with cancel_on_disconnect(request) as watch:
+                result = await manager.research(q)
+            if watch.disconnected:
+                return Response(status_code=499)  # nobody reads it
+            return JSONResponse({"output": result.text})
+
+    Read the request body before the block (FastAPI does for body parameters): a body
+    the watcher reads in the block is kept for ``watch.receive()``, not for ``request``.
+    """
+    return DisconnectWatch(request)
