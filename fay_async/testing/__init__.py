@@ -15,6 +15,7 @@ from ._schema import example_for_schema
 from ._server import EmulatorServer, serve
 from ._values import (
     API_VERSION,
+    DEFAULT_API_KEY,
     ENDPOINTS,
     RATE_LIMIT_TIERS,
     CallRecord,
@@ -26,6 +27,7 @@ from ._values import (
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_API_KEY",
     "ENDPOINTS",
     "RATE_LIMIT_TIERS",
     "CallRecord",

@@ -24,6 +24,7 @@ import threading
 import time
 import types
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime, timedelta, timezone
@@ -42,6 +43,7 @@ from ._values import (
     API_VERSION,
     ENDPOINTS,
     RATE_LIMIT_TIERS,
+    DEFAULT_API_KEY,
     CallRecord,
     Endpoint,
     Fault,
@@ -240,7 +242,7 @@ class FayEmulator:
     def __init__(
         self,
         *,
-        api_keys: Iterable[str] = frozenset({"test-key"}),
+        api_keys: Iterable[str] = (DEFAULT_API_KEY,),
         clock: Clock | None = None,
         scenario: Scenario | Callable[[str], Scenario] | None = None,
         rate_limits: str | Mapping[str, int] | None = None,
@@ -352,11 +354,20 @@ class FayEmulator:
         with self._lock:
             self._faults[checked].append(_PendingFault(fault, times))
 
-    def pending_faults(self, endpoint: str) -> int:
+    def pending_fault_count(self, endpoint: str) -> int:
         """How many calls of ``endpoint`` will still get an injected fault."""
         checked = _check_endpoint(endpoint)
         with self._lock:
             return sum(entry.remaining for entry in self._faults[checked])
+
+    def pending_faults(self, endpoint: str) -> int:
+        """Deprecated name of :meth:`pending_fault_count`."""
+        warnings.warn(
+            "FayEmulator.pending_faults() is deprecated; use pending_fault_count()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.pending_fault_count(endpoint)
 
     def clear_faults(self) -> None:
         """Forget every injected fault that has not fired yet."""
@@ -376,20 +387,30 @@ class FayEmulator:
             return entry.fault
 
     # --- introspection ----------------------------------------------------------------------
+    # Methods, not properties: each answer is a snapshot taken at the emulator's current
+    # time (a research's status depends on when it is asked) and a copy the caller may keep.
 
-    @property
     def calls(self) -> list[CallRecord]:
-        """Every API call answered so far, oldest first (a copy)."""
+        """Every API call answered so far, oldest first."""
         with self._lock:
             return list(self._calls)
 
-    def counts(self) -> dict[Endpoint, int]:
+    def call_counts(self) -> dict[Endpoint, int]:
         """How many calls each endpoint received (faults and errors included)."""
         result: dict[Endpoint, int] = dict.fromkeys(ENDPOINTS, 0)
-        for call in self.calls:
+        for call in self.calls():
             if call.endpoint is not None:
                 result[call.endpoint] += 1
         return result
+
+    def counts(self) -> dict[Endpoint, int]:
+        """Deprecated name of :meth:`call_counts`."""
+        warnings.warn(
+            "FayEmulator.counts() is deprecated; use call_counts()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.call_counts()
 
     def research(self, request_id: str) -> ResearchState:
         """The state of one research now; ``KeyError`` if the emulator never created it."""
@@ -397,7 +418,6 @@ class FayEmulator:
         with self._lock:
             return self._state(self._researches[request_id], now)
 
-    @property
     def researches(self) -> list[ResearchState]:
         """The state of every research now, in creation order."""
         now = self.now()
@@ -544,8 +564,8 @@ class FayEmulator:
 
     def _introspect(self, path: str) -> _Answer:
         if path == "/_emulator/calls":
-            return _Answer(200, _dump({"calls": [c.to_json() for c in self.calls]}))
-        return _Answer(200, _dump({"researches": [r.to_json() for r in self.researches]}))
+            return _Answer(200, _dump({"calls": [c.to_json() for c in self.calls()]}))
+        return _Answer(200, _dump({"researches": [r.to_json() for r in self.researches()]}))
 
     # --- the four endpoints -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from fay_async._models import ResearchStatus
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_API_KEY",
     "ENDPOINTS",
     "RATE_LIMIT_TIERS",
     "CallRecord",
@@ -27,6 +28,8 @@ __all__ = [
 
 Endpoint: TypeAlias = Literal["create", "status", "output", "stop"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
+
+DEFAULT_API_KEY = "test-key"
 
 #: The API version every response carries.
 API_VERSION: Final = "1.0.24"
