@@ -991,7 +991,9 @@ async def test_seed_makes_ids_and_durations_repeatable() -> None:
         async with emulator.client() as fay:
             created = await fay.create_conversation("same")
             info = await fay.get_status(created.request_id)
-        results.append((created.request_id, info.conversation_id, emulator.researches()[0].scenario))
+        results.append(
+            (created.request_id, info.conversation_id, emulator.researches()[0].scenario)
+        )
     assert results[0] == results[1]
     other = FayEmulator(seed=12, clock=ManualClock())
     async with other.client() as fay:
@@ -1050,3 +1052,12 @@ async def test_client_owns_and_closes_its_http_client(emulator: FayEmulator) -> 
     assert http.is_closed
     with pytest.raises(TypeError, match="http_client"):
         emulator.client(http_client=None)
+
+
+def test_old_introspection_names_still_answer_with_a_deprecation_warning() -> None:
+    emulator = FayEmulator(clock=ManualClock())
+    emulator.inject_fault("stop", Fault.html(), times=2)
+    with pytest.warns(DeprecationWarning, match=r"use call_counts\(\)"):
+        assert emulator.counts() == emulator.call_counts()
+    with pytest.warns(DeprecationWarning, match=r"use pending_fault_count\(\)"):
+        assert emulator.pending_faults("stop") == 2

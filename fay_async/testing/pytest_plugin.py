@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
 
-from ._options import MARKER, MARKER_HELP, FayOptions, build, options_for
+from ._options import MARKER_HELP, FayOptions, build, options_for
 
 if TYPE_CHECKING:
     from fay_async import FayClient, ResearchManager
@@ -78,7 +78,7 @@ def fay_emulator(_fay_options: FayOptions) -> FayEmulator:
 
 
 @pytest.fixture
-def fay_client(request: pytest.FixtureRequest, fay_emulator: FayEmulator) -> FayClient:
+def fay_client(request: pytest.FixtureRequest) -> FayClient:
     """A FayClient talking to ``fay_emulator`` in-process; closed after the test.
 
     Its options come from ``@pytest.mark.fay(client={...})``.
@@ -88,7 +88,7 @@ def fay_client(request: pytest.FixtureRequest, fay_emulator: FayEmulator) -> Fay
 
 
 @pytest.fixture
-def fay_manager(request: pytest.FixtureRequest, fay_client: FayClient) -> ResearchManager:
+def fay_manager(request: pytest.FixtureRequest) -> ResearchManager:
     """An open ResearchManager on ``fay_client``; leaving it stops what still runs.
 
     Its options come from ``@pytest.mark.fay(manager={...})``.
@@ -241,7 +241,7 @@ else:
             _name = f"_{_base}_asyncio_{_scope}"
             globals()[_name] = _pytest_asyncio.fixture(
                 _named(_function, _name),
-                loop_scope=_scope,  # type: ignore[arg-type]
+                loop_scope=_scope,
                 name=_name,
             )
 
