@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+
+README = Path(__file__).parent.parent / "README.md"
 
 pytest_plugins = ["pytester"]
 
@@ -375,3 +378,32 @@ def test_the_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers", "-p", "no:asyncio", *LOOPTIME_PLUGINS)
     result.stdout.fnmatch_lines(["@pytest.mark.fay(*, virtual_time=False, emulator={}*"])
     assert result.ret == 0
+
+
+def readme_example(runner: str) -> str:
+    """The README's testing example for ``runner`` (its first line names the runner)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    (block,) = [b for b in blocks if b.startswith(f"# test_research.py, with {runner}")]
+    return block
+
+
+UNITTEST = Runner("unittest", "[pytest]\n", "", "", args=("-p", "no:asyncio", *LOOPTIME_PLUGINS))
+
+
+@pytest.mark.parametrize(
+    ("example", "runner", "passed"),
+    [
+        ("pytest-asyncio in strict mode", RUNNERS[0], 2),
+        ("pytest-asyncio in auto mode", RUNNERS[1], 1),
+        ("anyio's pytest plugin", attrs.evolve(RUNNERS[2], conftest=""), 2),
+        ("unittest.IsolatedAsyncioTestCase", UNITTEST, 1),
+    ],
+    ids=["pytest-asyncio-strict", "pytest-asyncio-auto", "anyio", "unittest"],
+)
+def test_the_readme_examples_pass_in_well_under_a_second(
+    pytester: pytest.Pytester, example: str, runner: Runner, passed: int
+) -> None:
+    wall = time.perf_counter()
+    result = run(pytester, runner, readme_example(example))
+    result.assert_outcomes(passed=passed)
+    assert time.perf_counter() - wall < 2  # minutes of research each, on virtual time
