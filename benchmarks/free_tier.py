@@ -40,14 +40,14 @@ async def _free(count: int) -> list[Row]:
             for n in range(count):
                 group.start_soon(one, n)
     wall = time.perf_counter() - wall
-    calls = emulator.calls
+    calls = emulator.calls()
     rejected = sum(1 for call in calls if call.status_code == 429)
     created = {c.request_id: c.time for c in calls if c.endpoint == "create"}
     lags = []
     for request_id, at in finished.items():
         scenario = emulator.research(request_id).scenario
         lags.append(at - (created[request_id] + scenario.pending_s + scenario.processing_s))
-    counts = emulator.counts()
+    counts = emulator.call_counts()
     name = f"free tier n={count}"
     return [
         Row(

@@ -126,7 +126,7 @@ async def _scale(sizes: Sizes) -> list[Row]:
         registry = await _registry_bytes(client, ids, prompts)
         bare = await _bare_waiter_bytes(count)
 
-        statuses = emulator.counts()["status"]
+        statuses = emulator.call_counts()["status"]
         async with anyio.create_task_group() as waiters:
             tracemalloc.start()
             try:
@@ -137,7 +137,7 @@ async def _scale(sizes: Sizes) -> list[Row]:
                 after = _snapshot()
             finally:
                 tracemalloc.stop()
-            if emulator.counts()["status"] != statuses:
+            if emulator.call_counts()["status"] != statuses:
                 raise RuntimeError("a status check ran while the waiters' memory was measured")
             awaited = _grown(before, after) / count
 
@@ -147,13 +147,13 @@ async def _scale(sizes: Sizes) -> list[Row]:
             for request_id in sample:
                 await client.get_status(request_id)
             bare_cpu = (time.process_time() - cpu) / len(sample)
-            statuses = emulator.counts()["status"]
+            statuses = emulator.call_counts()["status"]
 
             cpu = time.process_time()
             with GcTimer() as poll_gc:
                 await anyio.sleep(4.0)  # every research gets its first check (2.4-3.6 s)
             poll_cpu = time.process_time() - cpu
-            polls = emulator.counts()["status"] - statuses
+            polls = emulator.call_counts()["status"] - statuses
             if polls < count:
                 raise RuntimeError(f"only {polls} of {count} researches were checked")
 

@@ -54,7 +54,7 @@ async def documented_loop(client: FayClient, request_id: str) -> None:
 
 
 def _lags(emulator: FayEmulator, detected: dict[str, float]) -> list[float]:
-    created = {c.request_id: c.time for c in emulator.calls if c.endpoint == "create"}
+    created = {c.request_id: c.time for c in emulator.calls() if c.endpoint == "create"}
     lags = []
     for request_id, at in detected.items():
         scenario = emulator.research(request_id).scenario
@@ -86,7 +86,7 @@ async def measure(count: int, *, adaptive: bool) -> Outcome:
                 group.start_soon(one, n)
     if len(detected) != count:
         raise RuntimeError(f"{len(detected)} of {count} researches were seen to end")
-    return Outcome(emulator.counts()["status"] / count, _lags(emulator, detected))
+    return Outcome(emulator.call_counts()["status"] / count, _lags(emulator, detected))
 
 
 def run(*, quick: bool) -> list[Row]:

@@ -7,4 +7,4 @@ from fay_async.testing import FayEmulator
 
 def running(emulator: FayEmulator) -> list[str]:
     """The request ids of the researches still PENDING or PROCESSING on the emulator."""
-    return [r.request_id for r in emulator.researches if r.status.is_running]
+    return [r.request_id for r in emulator.researches() if r.status.is_running]

@@ -225,7 +225,7 @@ async def test_abandoned_researches_are_stopped(path: str, middleware: bool) -> 
 
         def created(n: int) -> Callable[[], Any]:
             async def wait() -> None:
-                await eventually(lambda: len(emulator.researches) >= n)
+                await eventually(lambda: len(emulator.researches()) >= n)
 
             return wait
 
@@ -239,7 +239,7 @@ async def test_abandoned_researches_are_stopped(path: str, middleware: bool) -> 
                 tg.start_soon(answered, f"quick{i}")
         await eventually(lambda: running(emulator) == [])
         await eventually(lambda: not manager.active_requests)
-    by_prompt = {r.prompt: r.status for r in emulator.researches}
+    by_prompt = {r.prompt: r.status for r in emulator.researches()}
     assert {p: s for p, s in by_prompt.items() if p.startswith("slow")} == {
         f"slow{i}": ResearchStatus.STOPPED for i in range(slow)
     }

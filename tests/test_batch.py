@@ -81,9 +81,9 @@ async def test_leaving_early_stops_the_researches_in_flight(
     async with research_many(manager, prompts, concurrency=4, timeout=None) as results:
         first = await results.__aiter__().__anext__()
     assert first.item.prompt == "quick"
-    assert len(emulator.researches) == 4
+    assert len(emulator.researches()) == 4
     assert not running(emulator)
-    assert {r.status for r in emulator.researches} == {
+    assert {r.status for r in emulator.researches()} == {
         ResearchStatus.COMPLETED,
         ResearchStatus.STOPPED,
     }
@@ -97,7 +97,7 @@ async def test_cancellation_stops_the_researches_in_flight(
         async with research_many(manager, ["slow a", "slow b"], timeout=None) as results:
             async for _ in results:
                 pass  # pragma: no cover - nothing finishes within 50 s
-    assert len(emulator.researches) == 2
+    assert len(emulator.researches()) == 2
     assert not running(emulator)
 
 
@@ -169,7 +169,7 @@ async def test_on_abandon_hears_of_the_researches_in_flight_before_they_stop(
     heard: list[tuple[list[str], int]] = []
 
     def abandoned(items: list[BatchItem]) -> None:
-        stops = emulator.counts()["stop"]
+        stops = emulator.call_counts()["stop"]
         heard.append((sorted(item.prompt for item in items), stops))
 
     async with research_many(
@@ -218,4 +218,4 @@ async def test_a_create_that_may_have_started_a_research_is_reported_not_retried
         "the research may exist (and be billed) under an unknown request id, "
         "so it was not created again"
     )
-    assert emulator.counts()["create"] == 1
+    assert emulator.call_counts()["create"] == 1

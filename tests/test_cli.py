@@ -502,7 +502,7 @@ def test_ctrl_c_stops_what_is_in_flight_and_exits_130(prompts: Path, tmp_path: P
         assert batch.returncode == 130, stderr
         assert "interrupted: stopping the researches in flight" in stderr
         assert "Traceback" not in stderr
-        states = emulator.researches
+        states = emulator.researches()
         assert len(states) == 3
         assert all(state.stopped for state in states)
     with sqlite3.connect(journal_path(out)) as db:
@@ -519,7 +519,7 @@ def test_a_second_ctrl_c_exits_at_once(prompts: Path, tmp_path: Path) -> None:
         )
         _wait_for(lambda: len(_journal_ids(journal_path(out))) == 2)
         batch.send_signal(signal.SIGINT)
-        _wait_for(lambda: emulator.counts()["stop"] >= 1)
+        _wait_for(lambda: emulator.call_counts()["stop"] >= 1)
         started = time.monotonic()
         batch.send_signal(signal.SIGINT)
         _, stderr = batch.communicate(timeout=20)
@@ -535,10 +535,10 @@ def test_interrupting_a_single_research_stops_it(signum: int, code: int) -> None
     emulator = FayEmulator(api_keys=[KEY], scenario=Scenario(pending_s=60, processing_s=60))
     with serve(emulator) as base_url:
         research = _cli_process(["research", "A long question"], base_url)
-        _wait_for(lambda: emulator.counts()["create"] == 1)
+        _wait_for(lambda: emulator.call_counts()["create"] == 1)
         anyio.run(anyio.sleep, 0.1)
         research.send_signal(signum)
         _, stderr = research.communicate(timeout=20)
         assert research.returncode == code, stderr
-        [state] = emulator.researches
+        [state] = emulator.researches()
         assert state.stopped

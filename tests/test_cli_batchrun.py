@@ -239,7 +239,7 @@ async def test_a_failed_create_that_may_have_started_a_research_is_not_retried(
         assert record["error"]["message"].endswith(
             "; rerun with --retry-uncertain to create it anyway"
         )
-        assert emulator.counts()["create"] == 1
+        assert emulator.call_counts()["create"] == 1
     else:  # certainly refused: nothing was paid, so the rerun tries again
         assert record["status"] == "COMPLETED"
 

@@ -179,13 +179,13 @@ def test_inject_fault_validates(emulator: FayEmulator) -> None:
     with pytest.raises(ValueError, match="times"):
         emulator.inject_fault("create", Fault.html(), times=0)
     with pytest.raises(ValueError, match="unknown endpoint"):
-        emulator.pending_faults("search")
+        emulator.pending_fault_count("search")
     emulator.inject_fault("status", Fault.html(), times=2)
     emulator.inject_fault("status", Fault.empty())
-    assert emulator.pending_faults("status") == 3
-    assert emulator.pending_faults("create") == 0
+    assert emulator.pending_fault_count("status") == 3
+    assert emulator.pending_fault_count("create") == 0
     emulator.clear_faults()
-    assert emulator.pending_faults("status") == 0
+    assert emulator.pending_fault_count("status") == 0
 
 
 def test_manual_clock() -> None:
@@ -379,7 +379,7 @@ async def test_client_stop_if_running_on_emulator(clock: ManualClock) -> None:
         assert result.status is ResearchStatus.STOPPED
         clock.advance(20)
         assert (await fay.stop_if_running(done.request_id)).status is ResearchStatus.COMPLETED
-    assert emulator.counts()["stop"] == 1
+    assert emulator.call_counts()["stop"] == 1
 
 
 @pytest.mark.anyio
@@ -540,7 +540,7 @@ async def test_create_validation(
     assert response.status_code == 400
     assert response.json() == err("VALIDATION_ERROR", message)
     assert emulator.created_prompts() == []
-    assert emulator.calls[-1].error_code == "VALIDATION_ERROR"
+    assert emulator.calls()[-1].error_code == "VALIDATION_ERROR"
 
 
 @pytest.mark.anyio
@@ -613,9 +613,9 @@ async def test_unknown_path_is_a_404_envelope(
     response = await raw.get(path)
     assert response.status_code == 404
     assert response.json() == err("NOT_FOUND", "Not found")
-    assert emulator.calls[-1].endpoint is None
-    assert emulator.calls[-1].status_code == 404
-    assert sum(emulator.counts().values()) == 0
+    assert emulator.calls()[-1].endpoint is None
+    assert emulator.calls()[-1].status_code == 404
+    assert sum(emulator.call_counts().values()) == 0
 
 
 @pytest.mark.anyio
@@ -707,10 +707,10 @@ async def test_free_tier_create_budget_slides_over_an_hour() -> None:
         await create(raw, "fits again")
         assert (await raw.post("/conversations", json={"prompt": "x"})).status_code == 429
         # Other endpoints have budgets of their own.
-        request_id = emulator.researches[0].request_id
+        request_id = emulator.researches()[0].request_id
         assert (await raw.get(f"/conversation/{request_id}/status")).status_code == 200
     assert len(emulator.created_prompts()) == 11
-    assert [c.error_code for c in emulator.calls].count("RATE_LIMIT_EXCEEDED") == 3
+    assert [c.error_code for c in emulator.calls()].count("RATE_LIMIT_EXCEEDED") == 3
 
 
 @pytest.mark.anyio
@@ -769,8 +769,8 @@ async def test_error_fault_for_the_next_calls(emulator: FayEmulator) -> None:
             assert info.value.message == "try later"
         await fay.create_conversation("works")
     assert emulator.created_prompts() == ["works"]
-    assert [c.fault for c in emulator.calls] == ["error", "error", None]
-    assert [c.status_code for c in emulator.calls] == [503, 503, 200]
+    assert [c.fault for c in emulator.calls()] == ["error", "error", None]
+    assert [c.status_code for c in emulator.calls()] == [503, 503, 200]
 
 
 @pytest.mark.anyio
@@ -782,7 +782,7 @@ async def test_rate_limit_fault_is_retried_by_the_client_after_retry_after(
         start = anyio.current_time()
         await fay.create_conversation("patient")
         assert anyio.current_time() - start >= 1.5
-    assert emulator.counts()["create"] == 2
+    assert emulator.call_counts()["create"] == 2
     assert emulator.created_prompts() == ["patient"]
 
 
@@ -812,7 +812,7 @@ async def test_html_and_empty_faults(emulator: FayEmulator) -> None:
             await fay.get_status("some-id")
         with pytest.raises(exceptions.NotFoundError):
             await fay.get_status("some-id")
-    assert [c.fault for c in emulator.calls] == ["html", "empty", "empty", None]
+    assert [c.fault for c in emulator.calls()] == ["html", "empty", "empty", None]
 
 
 @pytest.mark.anyio
@@ -822,8 +822,8 @@ async def test_truncated_create_still_creates(emulator: FayEmulator) -> None:
         with pytest.raises(exceptions.UnexpectedResponseError, match="not JSON"):
             await fay.create_conversation("cut short")
     assert emulator.created_prompts() == ["cut short"]
-    assert emulator.counts()["create"] == 1
-    assert emulator.calls[0].request_id == emulator.researches[0].request_id
+    assert emulator.call_counts()["create"] == 1
+    assert emulator.calls()[0].request_id == emulator.researches()[0].request_id
 
 
 @pytest.mark.anyio
@@ -834,8 +834,8 @@ async def test_drop_before_processing_creates_nothing(emulator: FayEmulator) -> 
             await fay.create_conversation("dropped")
     assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
     assert emulator.created_prompts() == []
-    assert emulator.counts()["create"] == 1  # a create is never resent after a drop
-    call = emulator.calls[0]
+    assert emulator.call_counts()["create"] == 1  # a create is never resent after a drop
+    call = emulator.calls()[0]
     assert (call.status_code, call.fault, call.request_id) == (None, "drop", None)
 
 
@@ -846,7 +846,7 @@ async def test_drop_after_processing_creates_once(emulator: FayEmulator) -> None
         with pytest.raises(exceptions.APIConnectionError):
             await fay.create_conversation("dropped after")
     assert emulator.created_prompts() == ["dropped after"]
-    assert emulator.calls[0].request_id == emulator.researches[0].request_id
+    assert emulator.calls()[0].request_id == emulator.researches()[0].request_id
 
 
 @pytest.mark.anyio
@@ -856,7 +856,7 @@ async def test_dropped_status_is_retried(emulator: FayEmulator) -> None:
         emulator.inject_fault("status", Fault.drop(processed=True))
         info = await fay.get_status(created.request_id)
     assert info.status is ResearchStatus.PENDING
-    assert emulator.counts() == {"create": 1, "status": 2, "output": 0, "stop": 0}
+    assert emulator.call_counts() == {"create": 1, "status": 2, "output": 0, "stop": 0}
 
 
 @pytest.mark.anyio
@@ -868,7 +868,7 @@ async def test_latency_delays_the_answer(clock: ManualClock) -> None:
         with pytest.raises(exceptions.NotFoundError):
             await fay.get_status("some-id")
         assert anyio.current_time() - start >= 7
-    assert emulator.calls[0].fault == "latency"
+    assert emulator.calls()[0].fault == "latency"
 
 
 @pytest.mark.anyio
@@ -881,7 +881,7 @@ async def test_latency_beyond_the_read_timeout_times_out_after_creating(
             await fay.create_conversation("slow answer")
     # The service handled it: the client must not create it again, and did not.
     assert emulator.created_prompts() == ["slow answer"]
-    assert emulator.counts()["create"] == 1
+    assert emulator.call_counts()["create"] == 1
 
 
 @pytest.mark.anyio
@@ -905,8 +905,8 @@ async def test_calls_counts_and_research_states(
     await raw.get(f"/conversation/{first}/status")
     await raw.get(f"/conversation/{first}/output")
     await raw.post(f"/conversation/{second}/stop")
-    assert emulator.counts() == {"create": 2, "status": 1, "output": 1, "stop": 1}
-    calls = emulator.calls
+    assert emulator.call_counts() == {"create": 2, "status": 1, "output": 1, "stop": 1}
+    calls = emulator.calls()
     assert calls[0] == CallRecord(
         endpoint="create",
         method="POST",
@@ -919,7 +919,7 @@ async def test_calls_counts_and_research_states(
     assert calls[3].time == 11.0
     assert calls[4].request_id == second
     assert emulator.created_prompts() == ["first", "second"]
-    states = emulator.researches
+    states = emulator.researches()
     assert [s.request_id for s in states] == [first, second]
     assert [s.status for s in states] == [ResearchStatus.PROCESSING, ResearchStatus.STOPPED]
     assert states[0].started_at is not None
@@ -945,13 +945,13 @@ async def test_introspection_endpoints_need_no_key(
         calls = (await anonymous.get("/_emulator/calls")).json()["calls"]
         researches = (await anonymous.get("/_emulator/researches")).json()["researches"]
         wrong = await anonymous.post("/_emulator/calls")
-    assert calls == [emulator.calls[0].to_json()]
+    assert calls == [emulator.calls()[0].to_json()]
     assert calls[0]["request_id"] == request_id
     assert researches[0]["prompt"] == "look at me"
     assert researches[0]["status"] == "PENDING"
     assert researches[0]["pending_s"] == 10
     assert wrong.status_code == 405
-    assert len(emulator.calls) == 2  # introspection reads are not recorded; the 405 is
+    assert len(emulator.calls()) == 2  # introspection reads are not recorded; the 405 is
 
 
 # --- clocks -----------------------------------------------------------------------------------
@@ -991,7 +991,9 @@ async def test_seed_makes_ids_and_durations_repeatable() -> None:
         async with emulator.client() as fay:
             created = await fay.create_conversation("same")
             info = await fay.get_status(created.request_id)
-        results.append((created.request_id, info.conversation_id, emulator.researches[0].scenario))
+        results.append(
+            (created.request_id, info.conversation_id, emulator.researches()[0].scenario)
+        )
     assert results[0] == results[1]
     other = FayEmulator(seed=12, clock=ManualClock())
     async with other.client() as fay:
@@ -1051,3 +1053,12 @@ async def test_client_owns_and_closes_its_transport(emulator: FayEmulator) -> No
     async with httpx.AsyncClient() as borrowed:
         with pytest.raises(exceptions.ConfigurationError, match="transport or http_client"):
             emulator.client(http_client=borrowed)
+
+
+def test_old_introspection_names_still_answer_with_a_deprecation_warning() -> None:
+    emulator = FayEmulator(clock=ManualClock())
+    emulator.inject_fault("stop", Fault.html(), times=2)
+    with pytest.warns(DeprecationWarning, match=r"use call_counts\(\)"):
+        assert emulator.counts() == emulator.call_counts()
+    with pytest.warns(DeprecationWarning, match=r"use pending_fault_count\(\)"):
+        assert emulator.pending_faults("stop") == 2

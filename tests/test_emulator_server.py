@@ -256,7 +256,7 @@ def test_drop_closes_the_connection_mid_body(served: Served) -> None:
     finally:
         uvicorn_log.removeHandler(collect)
     assert served.emulator.created_prompts() == ["after"]
-    assert [c.fault for c in served.emulator.calls] == ["drop", "drop"]
+    assert [c.fault for c in served.emulator.calls()] == ["drop", "drop"]
     # uvicorn does not report the injected drops as application errors.
     assert [r.getMessage() for r in collect.records] == ["a real application error still shows"]
     # The server keeps serving after a drop.
@@ -311,7 +311,7 @@ async def test_fay_client_over_the_socket() -> None:
         with pytest.raises(exceptions.APIConnectionError):
             await fay.create_conversation("dropped over the wire")
     assert emulator.created_prompts() == ["over the wire", "dropped over the wire"]
-    assert emulator.counts()["create"] == 2
+    assert emulator.call_counts()["create"] == 2
 
 
 def test_served_default_clock_is_monotonic_times_speed() -> None:

@@ -55,7 +55,7 @@ async def test_research_with_timeout_stops_a_late_research(
     emulator = FayEmulator(seed=5)
     async with emulator.client() as fay:
         assert await example.main("q", timeout=20.0, client=fay) is None
-    (state,) = emulator.researches
+    (state,) = emulator.researches()
     assert state.status is S.STOPPED
     assert f"No answer within 20 s: research {state.request_id} was stopped." in (
         capsys.readouterr().out
@@ -78,7 +78,7 @@ async def test_cancel_all_stops_what_is_still_running(capsys: pytest.CaptureFixt
     emulator = FayEmulator(scenario=scenario)
     async with emulator.client() as fay:
         outcomes = await example.main(after=40.0, client=fay)
-    by_prompt = {r.prompt: r for r in emulator.researches}
+    by_prompt = {r.prompt: r for r in emulator.researches()}
     assert by_prompt[quick].status is S.COMPLETED
     others = [by_prompt[p].request_id for p in example.PROMPTS[1:]]
     assert sorted(outcomes) == sorted(others)
@@ -105,7 +105,7 @@ async def test_web_app_demo_stops_the_abandoned_research(
     assert status == 200
     answered = emulator.research(body["request_id"])
     assert body["output"] == answered.output
-    abandoned = [r for r in emulator.researches if r.request_id != body["request_id"]]
+    abandoned = [r for r in emulator.researches() if r.request_id != body["request_id"]]
     assert [r.status for r in abandoned] == [S.STOPPED]
     assert running(emulator) == []
     assert "still running: {'active': []}" in capsys.readouterr().out
@@ -217,7 +217,7 @@ async def test_quickstart_prints_the_research(
     await example.main()
     out = capsys.readouterr().out
     assert "> What changed in EU battery regulation in 2025?" in out
-    [state] = emulator.researches
+    [state] = emulator.researches()
     assert state.status is S.COMPLETED
 
 

@@ -82,7 +82,7 @@ async def test_a_refused_create_raises_and_tracks_nothing(
     with pytest.raises(RequestValidationError, match="Invalid prompt format"):
         await manager.start_research("q")
     assert not manager.active_requests
-    assert emulator.researches == []
+    assert emulator.researches() == []
 
 
 async def test_bad_prompts_are_refused_before_anything_is_sent(
@@ -98,7 +98,7 @@ async def test_bad_prompts_are_refused_before_anything_is_sent(
         await manager.research("caf\udce9")  # what argv makes of undecodable bytes
     with pytest.raises(ValueError, match="prompt is not valid Unicode text"):
         await manager.start_research("\ud800")
-    assert emulator.calls == []
+    assert emulator.calls() == []
 
 
 # --- Wait / poll ----------------------------------------------------------------------------
@@ -145,7 +145,7 @@ async def test_wait_timeout_leaves_the_research_running_and_tracked(
     assert isinstance(info.value, TimeoutError)
     assert request_id in manager.active_requests
     assert running(emulator) == [request_id]
-    assert emulator.counts()["stop"] == 0
+    assert emulator.call_counts()["stop"] == 0
 
 
 async def test_a_research_stopped_elsewhere_raises_stopped(
@@ -179,7 +179,7 @@ async def test_waiting_on_an_unknown_id_raises_not_found(
 ) -> None:
     with pytest.raises(NotFoundError):
         await manager.wait_for_completion("5a4a5c8e-0000-4000-8000-000000000000")
-    assert emulator.counts()["status"] == 1
+    assert emulator.call_counts()["status"] == 1
 
 
 async def test_several_waiters_share_one_poll_loop() -> None:
@@ -188,7 +188,7 @@ async def test_several_waiters_share_one_poll_loop() -> None:
     async with emulator.client() as fay, ResearchManager(fay, poll_policy=policy) as manager:
         alone = await manager.start_research("alone")
         await manager.wait_for_completion(alone)
-        per_research = emulator.counts()["status"]
+        per_research = emulator.call_counts()["status"]
 
         shared = await manager.start_research("shared")
         infos: list[ConversationInfo] = []
@@ -204,7 +204,7 @@ async def test_several_waiters_share_one_poll_loop() -> None:
                     pass
     assert len(infos) == 10
     assert {info.status for info in infos} == {S.COMPLETED}
-    status_calls = [c for c in emulator.calls if c.endpoint == "status"]
+    status_calls = [c for c in emulator.calls() if c.endpoint == "status"]
     assert len([c for c in status_calls if c.request_id == shared]) == per_research
     assert len({c.time for c in status_calls if c.request_id == shared}) == per_research
     assert 5 <= per_research <= 10  # ~8 instead of 31 for the documented 2-s loop
@@ -223,7 +223,7 @@ async def test_research_returns_the_output_and_untracks(
     assert result.text == state.output
     assert isinstance(result.text, str) and "battery regulation" in result.text
     assert not manager.active_requests
-    counts = emulator.counts()
+    counts = emulator.call_counts()
     assert (counts["create"], counts["output"], counts["stop"]) == (1, 1, 0)
 
 
@@ -240,7 +240,7 @@ async def test_research_timeout_stops_the_research(
     state = emulator.research(info.value.request_id)
     assert state.status is S.STOPPED
     assert not manager.active_requests
-    assert emulator.counts()["stop"] == 1
+    assert emulator.call_counts()["stop"] == 1
 
 
 async def test_research_default_timeout_is_five_minutes() -> None:
@@ -286,7 +286,7 @@ async def test_research_that_completes_as_the_timeout_hits_returns_its_output() 
     assert result.info.status is S.COMPLETED
     assert result.text == emulator.research(result.request_id).output
     assert emulator.research(result.request_id).status is S.COMPLETED
-    counts = emulator.counts()
+    counts = emulator.call_counts()
     assert (counts["stop"], counts["output"]) == (1, 1)
 
 
@@ -315,7 +315,7 @@ async def test_research_that_fails_as_the_timeout_hits_raises_its_failure() -> N
             await manager.research("q", timeout=22)
         assert not manager.active_requests
     assert info.value.error_message == "agent crashed"
-    assert emulator.counts()["output"] == 0
+    assert emulator.call_counts()["output"] == 0
 
 
 async def test_a_timeout_whose_stop_answers_an_unexpected_status() -> None:
@@ -356,7 +356,7 @@ async def test_cancel_an_id_never_tracked(emulator: FayEmulator, manager: Resear
         "research e0a05c59-a5d7-44f3-8d5e-9e535e4db957 not found in active requests"
     )
     assert isinstance(info.value, KeyError)
-    assert emulator.calls == []
+    assert emulator.calls() == []
 
 
 @pytest.mark.parametrize(
@@ -422,7 +422,7 @@ async def test_a_stop_answered_404_has_nothing_to_stop(
         with pytest.raises(NotFoundError):
             await manager.cancel_research(request_id)
         assert request_id not in manager.active_requests  # settled, not to be retried
-    assert emulator.counts()["stop"] == 1  # the exit did not try again
+    assert emulator.call_counts()["stop"] == 1  # the exit did not try again
     assert warnings_of(caplog) == []
     assert f"research {request_id} is not known to the service: nothing to stop" in caplog.text
 
@@ -440,7 +440,7 @@ async def test_cancel_all_reports_a_404_as_not_found_and_does_not_retry_it(
         [unknown] = [k for k, v in results.items() if isinstance(v, NotFoundError)]
         [stopped] = [k for k, v in results.items() if isinstance(v, StopResult)]
         assert {unknown, stopped} == {first, second}
-    assert emulator.counts()["stop"] == 2
+    assert emulator.call_counts()["stop"] == 2
     assert warnings_of(caplog) == []
 
 
@@ -450,7 +450,7 @@ async def test_a_404_on_the_stop_at_exit_is_not_a_failure(
     async with ResearchManager(fay) as manager:
         await manager.start_research("q")
         emulator.inject_fault("stop", NOT_FOUND)
-    assert emulator.counts()["stop"] == 1
+    assert emulator.call_counts()["stop"] == 1
     assert warnings_of(caplog) == []
 
 
@@ -461,7 +461,7 @@ async def test_resuming_an_id_the_service_does_not_know(
     with pytest.raises(NotFoundError):
         await manager.resume_research(unknown)
     assert unknown not in manager.active_requests
-    assert emulator.counts()["stop"] == 1
+    assert emulator.call_counts()["stop"] == 1
     assert [w for w in warnings_of(caplog) if "could not stop" in w] == []
 
 
@@ -503,7 +503,7 @@ async def test_concurrent_cancels_of_one_research_share_one_stop(
         for _ in range(5):
             tg.start_soon(cancel)
     assert [r.status for r in results] == [S.STOPPED] * 5
-    assert emulator.counts()["stop"] == 1
+    assert emulator.call_counts()["stop"] == 1
 
 
 # --- Cancel all -----------------------------------------------------------------------------
@@ -554,7 +554,7 @@ async def test_cancel_all_with_nothing_tracked(
     emulator: FayEmulator, manager: ResearchManager
 ) -> None:
     assert await manager.cancel_all_research() == {}
-    assert emulator.calls == []
+    assert emulator.calls() == []
 
 
 async def test_cancel_all_bounds_concurrent_stops() -> None:
@@ -592,7 +592,7 @@ async def test_leaving_without_cancel_on_exit_leaves_them_running(
     async with ResearchManager(fay, cancel_on_exit=False) as manager:
         ids = [await manager.start_research(f"q{n}") for n in range(3)]
     assert sorted(running(emulator)) == sorted(ids)
-    assert emulator.counts()["stop"] == 0
+    assert emulator.call_counts()["stop"] == 0
     assert set(manager.active_requests) == set(ids)
 
 
@@ -661,9 +661,9 @@ async def test_watch_yields_each_new_status() -> None:
             (S.COMPLETED, request_id),
         ]
         # A finished research yields its final status once, without a new status call.
-        calls = emulator.counts()["status"]
+        calls = emulator.call_counts()["status"]
         assert [i.status async for i in manager.watch(request_id)] == [S.COMPLETED]
-        assert emulator.counts()["status"] == calls
+        assert emulator.call_counts()["status"] == calls
 
 
 async def test_watch_raises_what_ends_polling(manager: ResearchManager) -> None:
@@ -680,9 +680,9 @@ async def test_leaving_a_watch_early_stops_its_polls(
         async for info in changes:
             assert info.status is S.PENDING
             break
-    calls = emulator.counts()["status"]
+    calls = emulator.call_counts()["status"]
     await anyio.sleep(120)
-    assert emulator.counts()["status"] == calls
+    assert emulator.call_counts()["status"] == calls
 
 
 @pytest.mark.parametrize("kind", ["function", "coroutine"])
@@ -755,7 +755,7 @@ async def test_invalid_ids_are_refused_before_sending(
             pass
     with pytest.raises(InvalidRequestIdError):
         manager.track(bad_id)
-    assert emulator.calls == []
+    assert emulator.calls() == []
 
 
 @pytest.mark.parametrize(
@@ -779,7 +779,7 @@ async def test_bad_timeouts_are_refused(
         await manager.research("q", timeout=timeout)
     with pytest.raises(error, match=message):
         await manager.wait_for_completion("e0a05c59-a5d7-44f3-8d5e-9e535e4db957", timeout=timeout)
-    assert emulator.calls == []
+    assert emulator.calls() == []
 
 
 async def test_an_infinite_timeout_means_no_limit(manager: ResearchManager) -> None:
@@ -835,7 +835,7 @@ async def test_a_start_beyond_the_create_budget_waits_past_the_client_deadline()
         waited = anyio.current_time() - start
     assert waited == pytest.approx(3600.0, abs=1.0)  # much longer than the 120-s deadline
     assert len(set(ids)) == 3
-    assert [c.status_code for c in emulator.calls if c.endpoint == "create"] == [200] * 3
+    assert [c.status_code for c in emulator.calls() if c.endpoint == "create"] == [200] * 3
 
 
 async def test_a_start_beyond_the_create_budget_can_raise_instead() -> None:
@@ -862,7 +862,7 @@ async def test_concurrent_starts_queue_for_create_slots() -> None:
     ):
         for n in range(7):
             tg.start_soon(manager.start_research, f"q{n}")
-    creates = [c for c in emulator.calls if c.endpoint == "create"]
+    creates = [c for c in emulator.calls() if c.endpoint == "create"]
     assert [c.status_code for c in creates] == [200] * 7
     assert [round(c.time / 3600.0) for c in creates] == [0, 0, 0, 1, 1, 1, 2]
 
@@ -927,7 +927,7 @@ async def test_the_timeout_starts_once_the_create_answered_and_on_created_return
         result = await manager.research("q", timeout=10, on_created=created)
         assert 30.0 <= anyio.current_time() - start <= 35.0
     assert result.info.status is S.COMPLETED
-    assert emulator.counts()["stop"] == 0
+    assert emulator.call_counts()["stop"] == 0
 
 
 async def test_a_failing_on_created_stops_the_research(
@@ -938,7 +938,7 @@ async def test_a_failing_on_created_stops_the_research(
 
     with pytest.raises(OSError, match="journal disk full"):
         await manager.research("q", on_created=created)
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert not manager.active_requests
 
 
@@ -990,10 +990,10 @@ async def test_resume_of_a_research_already_seen_to_finish(
 ) -> None:
     request_id = await manager.start_research("q")
     await manager.wait_for_completion(request_id)
-    calls = emulator.counts()["status"]
+    calls = emulator.call_counts()["status"]
     result = await manager.resume_research(request_id)
     assert result.info.status is S.COMPLETED
-    assert emulator.counts()["status"] == calls  # known to be finished: no status call
+    assert emulator.call_counts()["status"] == calls  # known to be finished: no status call
     assert not manager.active_requests
 
 
@@ -1030,11 +1030,11 @@ async def test_waiters_learn_of_a_confirmed_stop_without_another_status_check(
         async with anyio.create_task_group() as group:
             group.start_soon(waiter)
             await anyio.sleep(4.0)  # one check has seen it PENDING
-            checks = emulator.counts()["status"]
+            checks = emulator.call_counts()["status"]
             stopped = await manager.cancel_research(request_id)
         assert stopped.status is S.STOPPED
         assert [type(e) for e in errors] == [ResearchStoppedError]
-        assert emulator.counts()["status"] == checks  # the stop's answer was enough
+        assert emulator.call_counts()["status"] == checks  # the stop's answer was enough
         assert changes == ["STOPPED"]  # observers hear of it too
 
 

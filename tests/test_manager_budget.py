@@ -44,11 +44,11 @@ async def test_a_tier_of_concurrent_researches_gets_no_429(
             for n in range(count):
                 tg.start_soon(one, n)
         assert not manager.active_requests
-    calls = emulator.calls
+    calls = emulator.calls()
     assert [c for c in calls if c.status_code == 429] == []
     assert len(results) == count
     assert {r.info.status for r in results} == {ResearchStatus.COMPLETED}
-    assert {s.status for s in emulator.researches} == {ResearchStatus.COMPLETED}
+    assert {s.status for s in emulator.researches()} == {ResearchStatus.COMPLETED}
     by_endpoint = {
         endpoint: [c.time for c in group]
         for endpoint, group in itertools.groupby(

@@ -50,7 +50,7 @@ async def test_cancel_while_waiting_for_a_create_slot() -> None:
         assert ended - start == pytest.approx(10.0)  # at once: nothing was sent
         assert list(manager.active_requests) == [first]
         assert emulator.created_prompts() == ["first"]
-        assert emulator.counts()["stop"] == 0
+        assert emulator.call_counts()["stop"] == 0
 
 
 async def test_cancel_is_prompt_when_another_caller_took_the_create_slot() -> None:
@@ -74,7 +74,7 @@ async def test_cancel_is_prompt_when_another_caller_took_the_create_slot() -> No
             assert ended == [pytest.approx(0.5)]
             tg.cancel_scope.cancel()  # the other caller, if it is still waiting
         assert not manager.active_requests
-    assert emulator.counts()["create"] == 1
+    assert emulator.call_counts()["create"] == 1
 
 
 async def test_a_create_slot_is_taken_once_per_create() -> None:
@@ -99,7 +99,7 @@ async def test_cancel_during_the_create(emulator: FayEmulator, manager: Research
     ended = await cancel_research_at(manager, 1.0)
     # The create was let through (it was paid for), then the research stopped at once.
     assert ended == pytest.approx(5.0)
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert running(emulator) == []
     assert not manager.active_requests
 
@@ -107,9 +107,9 @@ async def test_cancel_during_the_create(emulator: FayEmulator, manager: Research
 async def test_cancel_while_polling(emulator: FayEmulator, manager: ResearchManager) -> None:
     ended = await cancel_research_at(manager, 20.0)
     assert ended == pytest.approx(20.0)
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert not manager.active_requests
-    assert emulator.counts()["stop"] == 1
+    assert emulator.call_counts()["stop"] == 1
 
 
 async def test_cancel_while_fetching_the_output(
@@ -117,8 +117,8 @@ async def test_cancel_while_fetching_the_output(
 ) -> None:
     emulator.inject_fault("output", Fault.latency(30.0))
     await cancel_research_at(manager, 80.0)
-    assert [r.status for r in emulator.researches] == [S.COMPLETED]  # nothing to stop
-    assert emulator.counts()["stop"] == 0
+    assert [r.status for r in emulator.researches()] == [S.COMPLETED]  # nothing to stop
+    assert emulator.call_counts()["stop"] == 0
     assert not manager.active_requests
 
 
@@ -180,7 +180,7 @@ async def test_a_second_cancel_does_not_interrupt_the_stop(
         else:
             outer.cancel_scope.cancel()
     assert anyio.current_time() == pytest.approx(23.0)
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert not manager.active_requests
 
 
@@ -189,7 +189,7 @@ async def test_a_stop_never_outlasts_its_grace(emulator: FayEmulator, fay: FayCl
     async with ResearchManager(fay, stop_grace=5.0) as manager:
         ended = await cancel_research_at(manager, 20.0)
         assert ended == pytest.approx(25.0)
-        request_id = emulator.researches[0].request_id
+        request_id = emulator.researches()[0].request_id
         # The stop was sent (the emulator handles it on arrival), but its answer never came
         # back in time: the id stays tracked, so the exit tries again.
         assert request_id in manager.active_requests
@@ -227,7 +227,7 @@ async def test_native_cancel_during_the_create(
         await task
     assert anyio.current_time() == pytest.approx(1.0)  # the caller left at once
     await anyio.sleep(5.0)  # the create lands; the manager stops what it created
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert not manager.active_requests
 
 
@@ -246,7 +246,7 @@ async def test_native_cancel_twice_during_the_stop(
         await task
     # The second cancel let the caller go; the stop itself ran on in the manager.
     await anyio.sleep(3.0)
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert not manager.active_requests
 
 
@@ -254,7 +254,7 @@ async def test_native_cancel_twice_during_the_stop(
 async def test_native_cancel_of_wait_for(emulator: FayEmulator, manager: ResearchManager) -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(manager.research("q"), timeout=30.0)
-    assert [r.status for r in emulator.researches] == [S.STOPPED]
+    assert [r.status for r in emulator.researches()] == [S.STOPPED]
     assert not manager.active_requests
 
 

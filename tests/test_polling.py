@@ -133,14 +133,14 @@ async def _measure(adaptive: bool, count: int = 24) -> tuple[float, float]:
         async with anyio.create_task_group() as tg:
             for n in range(count):
                 tg.start_soon(one, n)
-    created = {c.request_id: c.time for c in emulator.calls if c.endpoint == "create"}
+    created = {c.request_id: c.time for c in emulator.calls() if c.endpoint == "create"}
     lags = []
     for request_id, at in detected.items():
         scenario = emulator.research(request_id).scenario
         lags.append(at - (created[request_id] + scenario.pending_s + scenario.processing_s))
     assert len(lags) == count
     assert min(lags) >= 0
-    return emulator.counts()["status"] / count, statistics.mean(lags)
+    return emulator.call_counts()["status"] / count, statistics.mean(lags)
 
 
 @pytest.mark.anyio

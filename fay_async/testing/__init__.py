@@ -4,8 +4,8 @@
 research lifecycles on an injectable clock, optional rate limits and injectable faults.
 Use it in-process with :meth:`FayEmulator.client`, over a loopback socket with
 :func:`serve` (or in the foreground with :func:`serve_forever`, as the ``fay-async
-emulator`` command does), or through the pytest fixtures ``fay_emulator`` and
-``fay_client`` (see :mod:`fay_async.testing.pytest_plugin`).
+emulator`` command does), or through the pytest fixtures ``fay_emulator``, ``fay_client``
+and ``fay_manager`` and the ``fay`` marker (see :mod:`fay_async.testing.pytest_plugin`).
 """
 
 from __future__ import annotations

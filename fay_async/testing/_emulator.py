@@ -17,32 +17,55 @@ at the last time seen.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
 import time
 import types
 import uuid
+import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, NoReturn, TypeAlias
+from typing import Any
 
 import anyio
-import attrs
 import httpx
 
 from fay_async._client import FayClient
 from fay_async._models import ResearchStatus
 
 from ._clock import Clock
-from ._schema import default_structured_output, example_for_schema
+from ._http import (
+    ConnectionDropped,
+    Receive,
+    Scope,
+    Send,
+    _Answer,
+    _bearer,
+    _dump,
+    _error,
+    _lifespan,
+    _ok,
+    serve_http,
+)
+from ._lifecycle import (
+    HOUR,
+    PendingFault,
+    Research,
+    check_endpoint,
+    coerce_limits,
+    error_message,
+    output_answer,
+    output_for,
+    parse_create,
+    scenario_for,
+    status_answer,
+    stop_answer,
+)
 from ._values import (
-    API_VERSION,
     DEFAULT_API_KEY,
     ENDPOINTS,
-    RATE_LIMIT_TIERS,
     CallRecord,
     Endpoint,
     Fault,
@@ -52,169 +75,6 @@ from ._values import (
 )
 
 __all__ = ["ConnectionDropped", "FayEmulator"]
-
-API_PREFIX: Final = "/api/v1"
-
-HOUR: Final = 3600.0
-#: Outputs are kept this long after completion, then the output call answers 404.
-OUTPUT_RETENTION: Final = 30 * 24 * HOUR
-#: Longest prompt accepted, in characters.
-MAX_PROMPT_LENGTH: Final = 100_000
-#: Largest request body read, in bytes; a larger one is answered 413.
-MAX_BODY_BYTES: Final = 1_048_576
-
-_DEFAULT_PENDING: Final = (45.0, 55.0)
-_DEFAULT_PROCESSING: Final = (10.0, 15.0)
-_DEFAULT_ERROR_MESSAGE: Final = "Research failed in the emulator"
-_STOP_MESSAGE: Final = "Conversation stopped successfully"
-
-_JSON: Final = b"application/json"
-
-Scope: TypeAlias = MutableMapping[str, Any]
-Message: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[Message]]
-Send: TypeAlias = Callable[[Message], Awaitable[None]]
-
-
-class ConnectionDropped(Exception):  # noqa: N818 - it names an event, not a failure
-    """Raised by the ASGI app after a partial response, to make the server drop the link."""
-
-
-@attrs.define
-class _Research:
-    request_id: str
-    conversation_id: str
-    prompt: str
-    structured_output: bool
-    output_schema: dict[str, Any] | None
-    created: float
-    scenario: Scenario
-    output: str | dict[str, Any] | None
-    stopped: float | None = None
-
-    def timeline(self, now: float) -> tuple[ResearchStatus, float | None, float | None]:
-        """Status, start time and end time at ``now``."""
-        start = self.created + self.scenario.pending_s
-        end = start + self.scenario.processing_s
-        if self.stopped is not None and self.stopped <= now:
-            return ResearchStatus.STOPPED, (start if start <= self.stopped else None), self.stopped
-        if now < start:
-            return ResearchStatus.PENDING, None, None
-        if now < end:
-            return ResearchStatus.PROCESSING, start, None
-        return self.scenario.outcome, start, end
-
-
-@attrs.define
-class _PendingFault:
-    fault: Fault
-    remaining: int
-
-
-@attrs.frozen
-class _Answer:
-    status_code: int
-    body: bytes
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    error_code: str | None = None
-    request_id: str | None = None
-
-
-def _envelope_ok(data: Mapping[str, Any]) -> bytes:
-    return _dump({"status": True, "version": API_VERSION, "data": dict(data)})
-
-
-def _dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
-
-
-def _ok(data: Mapping[str, Any], *, request_id: str | None = None) -> _Answer:
-    return _Answer(200, _envelope_ok(data), request_id=request_id)
-
-
-def _error(
-    status_code: int,
-    code: str,
-    message: str,
-    *,
-    headers: tuple[tuple[bytes, bytes], ...] = (),
-    request_id: str | None = None,
-) -> _Answer:
-    body = _dump(
-        {"status": False, "version": API_VERSION, "error": {"message": message, "code": code}}
-    )
-    return _Answer(status_code, body, headers, code, request_id)
-
-
-_HTML_PAGE: Final = (
-    "<html>\r\n<head><title>{status} Bad Gateway</title></head>\r\n<body>\r\n"
-    "<center><h1>{status} Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
-
-
-def _bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    for name, value in headers:
-        if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _coerce_limits(rate_limits: str | Mapping[str, int] | None) -> dict[Endpoint, int]:
-    if rate_limits is None:
-        return {}
-    if isinstance(rate_limits, str):
-        try:
-            return dict(RATE_LIMIT_TIERS[rate_limits.lower()])
-        except KeyError:
-            raise ValueError(
-                f"unknown rate-limit tier {rate_limits!r}; use 'free', 'pro' or a mapping"
-            ) from None
-    limits: dict[Endpoint, int] = {}
-    for name, value in rate_limits.items():
-        if name not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {name!r} in rate_limits; use one of {ENDPOINTS}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"rate_limits[{name!r}] must be a whole number >= 1, got {value!r}")
-        limits[name] = value
-    return limits
-
-
-def _check_endpoint(endpoint: str) -> Endpoint:
-    if endpoint not in ENDPOINTS:
-        raise ValueError(f"unknown endpoint {endpoint!r}; use one of {ENDPOINTS}")
-    return endpoint
-
-
-# --- routing --------------------------------------------------------------------------------
-
-_ACTIONS: Final[Mapping[str, tuple[Endpoint, str]]] = {
-    "status": ("status", "GET"),
-    "output": ("output", "GET"),
-    "stop": ("stop", "POST"),
-}
-_INTROSPECTION: Final = frozenset({"/_emulator/calls", "/_emulator/researches"})
-
-
-def _route(path: str) -> tuple[str, str | None, str] | None:
-    """(endpoint or introspection path, request id, allowed method) for a path."""
-    if path == f"{API_PREFIX}/conversations":
-        return "create", None, "POST"
-    if path in _INTROSPECTION:
-        return path, None, "GET"
-    prefix = f"{API_PREFIX}/conversation/"
-    if path.startswith(prefix):
-        request_id, _, action = path[len(prefix) :].rpartition("/")
-        if request_id and "/" not in request_id and action in _ACTIONS:
-            endpoint, method = _ACTIONS[action]
-            return endpoint, request_id, method
-    return None
-
 
 # --- the emulator ---------------------------------------------------------------------------
 
@@ -241,7 +101,7 @@ class FayEmulator:
     def __init__(
         self,
         *,
-        api_keys: Iterable[str] = frozenset({DEFAULT_API_KEY}),
+        api_keys: Iterable[str] = (DEFAULT_API_KEY,),
         clock: Clock | None = None,
         scenario: Scenario | Callable[[str], Scenario] | None = None,
         rate_limits: str | Mapping[str, int] | None = None,
@@ -268,7 +128,7 @@ class FayEmulator:
         self._key_set = frozenset(keys)
         self._clock = clock
         self._scenario = scenario
-        self._limits = _coerce_limits(rate_limits)
+        self._limits = coerce_limits(rate_limits)
         self._speed = float(speed)
         self._rng = random.Random(seed)  # noqa: S311 - ids and durations, not secrets
         self._lock = threading.RLock()
@@ -277,9 +137,9 @@ class FayEmulator:
         self._offset = 0.0
         self._last_time = 0.0
         self._origin: tuple[float, datetime] | None = None
-        self._researches: dict[str, _Research] = {}
+        self._researches: dict[str, Research] = {}
         self._calls: list[CallRecord] = []
-        self._faults: dict[Endpoint, deque[_PendingFault]] = {e: deque() for e in ENDPOINTS}
+        self._faults: dict[Endpoint, deque[PendingFault]] = {e: deque() for e in ENDPOINTS}
         self._windows: dict[tuple[str, Endpoint], deque[float]] = {}
 
     def __repr__(self) -> str:
@@ -345,19 +205,28 @@ class FayEmulator:
 
     def inject_fault(self, endpoint: str, fault: Fault, *, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``endpoint`` with ``fault`` (queued in order)."""
-        checked = _check_endpoint(endpoint)
+        checked = check_endpoint(endpoint)
         if not isinstance(fault, Fault):
             raise TypeError(f"fault must be a Fault (see Fault.error, ...), got {fault!r}")
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise ValueError(f"times must be a whole number >= 1, got {times!r}")
         with self._lock:
-            self._faults[checked].append(_PendingFault(fault, times))
+            self._faults[checked].append(PendingFault(fault, times))
 
-    def pending_faults(self, endpoint: str) -> int:
+    def pending_fault_count(self, endpoint: str) -> int:
         """How many calls of ``endpoint`` will still get an injected fault."""
-        checked = _check_endpoint(endpoint)
+        checked = check_endpoint(endpoint)
         with self._lock:
             return sum(entry.remaining for entry in self._faults[checked])
+
+    def pending_faults(self, endpoint: str) -> int:
+        """Deprecated name of :meth:`pending_fault_count`."""
+        warnings.warn(
+            "FayEmulator.pending_faults() is deprecated; use pending_fault_count()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.pending_fault_count(endpoint)
 
     def clear_faults(self) -> None:
         """Forget every injected fault that has not fired yet."""
@@ -377,20 +246,30 @@ class FayEmulator:
             return entry.fault
 
     # --- introspection ----------------------------------------------------------------------
+    # Methods, not properties: each answer is a snapshot taken at the emulator's current
+    # time (a research's status depends on when it is asked) and a copy the caller may keep.
 
-    @property
     def calls(self) -> list[CallRecord]:
-        """Every API call answered so far, oldest first (a copy)."""
+        """Every API call answered so far, oldest first."""
         with self._lock:
             return list(self._calls)
 
-    def counts(self) -> dict[Endpoint, int]:
+    def call_counts(self) -> dict[Endpoint, int]:
         """How many calls each endpoint received (faults and errors included)."""
         result: dict[Endpoint, int] = dict.fromkeys(ENDPOINTS, 0)
-        for call in self.calls:
+        for call in self.calls():
             if call.endpoint is not None:
                 result[call.endpoint] += 1
         return result
+
+    def counts(self) -> dict[Endpoint, int]:
+        """Deprecated name of :meth:`call_counts`."""
+        warnings.warn(
+            "FayEmulator.counts() is deprecated; use call_counts()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.call_counts()
 
     def research(self, request_id: str) -> ResearchState:
         """The state of one research now; ``KeyError`` if the emulator never created it."""
@@ -398,7 +277,6 @@ class FayEmulator:
         with self._lock:
             return self._state(self._researches[request_id], now)
 
-    @property
     def researches(self) -> list[ResearchState]:
         """The state of every research now, in creation order."""
         now = self.now()
@@ -410,7 +288,7 @@ class FayEmulator:
         with self._lock:
             return [r.prompt for r in self._researches.values()]
 
-    def _state(self, research: _Research, now: float) -> ResearchState:
+    def _state(self, research: Research, now: float) -> ResearchState:
         status, started, ended = research.timeline(now)
         created_at = self._wall(research.created)
         assert created_at is not None  # noqa: S101 - a float always maps to a datetime
@@ -425,16 +303,10 @@ class FayEmulator:
             started_at=self._wall(started),
             completed_at=self._wall(ended),
             stopped=status is ResearchStatus.STOPPED,
-            error_message=self._error_message(research, status),
+            error_message=error_message(research, status),
             output=research.output if status is ResearchStatus.COMPLETED else None,
             scenario=research.scenario,
         )
-
-    @staticmethod
-    def _error_message(research: _Research, status: ResearchStatus) -> str | None:
-        if status is not ResearchStatus.FAILED:
-            return None
-        return research.scenario.error_message or _DEFAULT_ERROR_MESSAGE
 
     # --- wiring -----------------------------------------------------------------------------
 
@@ -461,61 +333,7 @@ class FayEmulator:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method: str = scope["method"]
-        path: str = scope["path"]
-        route = _route(path)
-        if route is None:
-            answer = _error(404, "NOT_FOUND", "Not found")
-            self._record(None, method, path, None, answer)
-            await _send(send, answer)
-            return
-        name, request_id, allowed = route
-        endpoint = name if name in ENDPOINTS else None
-        if method != allowed:
-            answer = _error(405, "METHOD_NOT_ALLOWED", "Method not allowed")
-            answer = attrs.evolve(answer, headers=((b"allow", allowed.encode()),))
-            self._record(endpoint, method, path, request_id, answer)
-            await _send(send, answer)
-            return
-        if endpoint is None:
-            await _send(send, self._introspect(name))
-            return
-        await self._api_call(endpoint, method, path, request_id, scope, receive, send)
-
-    async def _api_call(
-        self,
-        endpoint: Endpoint,
-        method: str,
-        path: str,
-        request_id: str | None,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        arrival = self.now()
-        fault = self._take_fault(endpoint)
-        if fault is not None and not fault.processed:
-            if fault.kind == "drop":
-                self._record(endpoint, method, path, request_id, None, arrival, fault)
-                await _drop(send, _Answer(200, _envelope_ok({"request_id": request_id})))
-            answer = _fault_answer(fault)
-            self._record(endpoint, method, path, request_id, answer, arrival, fault)
-            await _send(send, answer)
-            return
-        body = await _read_body(receive) if endpoint == "create" else b""
-        answer = self._handle(endpoint, request_id, scope["headers"], body, arrival)
-        if fault is not None and fault.kind == "drop":
-            self._record(endpoint, method, path, answer.request_id, None, arrival, fault)
-            await _drop(send, answer)
-        if fault is not None and fault.kind == "truncated_json":
-            answer = attrs.evolve(answer, body=answer.body[: len(answer.body) // 2])
-        self._record(endpoint, method, path, answer.request_id, answer, arrival, fault)
-        if fault is not None and fault.kind == "latency":
-            await anyio.sleep(fault.seconds)
-        await _send(send, answer)
+            await serve_http(self, scope, receive, send)
 
     def _record(
         self,
@@ -542,8 +360,8 @@ class FayEmulator:
 
     def _introspect(self, path: str) -> _Answer:
         if path == "/_emulator/calls":
-            return _Answer(200, _dump({"calls": [c.to_json() for c in self.calls]}))
-        return _Answer(200, _dump({"researches": [r.to_json() for r in self.researches]}))
+            return _Answer(200, _dump({"calls": [c.to_json() for c in self.calls()]}))
+        return _Answer(200, _dump({"researches": [r.to_json() for r in self.researches()]}))
 
     # --- the four endpoints -----------------------------------------------------------------
 
@@ -575,10 +393,10 @@ class FayEmulator:
             if research is None:
                 return _error(404, "REQUEST_NOT_FOUND", "Request not found")
             if endpoint == "status":
-                return self._status(research, now)
+                return status_answer(research, now, self._iso)
             if endpoint == "output":
-                return self._output(research, now)
-            return self._stop(research, now)
+                return output_answer(research, now)
+            return stop_answer(research, now)
 
     def _spend(self, key: str, endpoint: Endpoint, now: float) -> float | None:
         """Draw one call from the budget; else the emulator seconds until a slot frees."""
@@ -593,27 +411,14 @@ class FayEmulator:
         window.append(now)
         return None
 
-    def _create(self, body: bytes | None, now: float) -> _Answer:  # noqa: PLR0911
-        if body is None:
-            return _error(413, "PAYLOAD_TOO_LARGE", "Request body too large")
-        try:
-            payload = json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            return _error(400, "VALIDATION_ERROR", "Request body must be valid JSON")
-        if not isinstance(payload, dict):
-            return _error(400, "VALIDATION_ERROR", "Request body must be a JSON object")
-        prompt = payload.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_LENGTH:
-            return _error(400, "VALIDATION_ERROR", "Invalid prompt format")
-        structured = payload.get("structured_output", False)
-        if not isinstance(structured, bool):
-            return _error(400, "VALIDATION_ERROR", "structured_output must be a boolean")
-        schema = payload.get("output_schema")
-        if schema is not None and not isinstance(schema, dict):
-            return _error(400, "VALIDATION_ERROR", "output_schema must be a JSON object")
-        scenario = self._scenario_for(prompt)
+    def _create(self, body: bytes | None, now: float) -> _Answer:
+        request = parse_create(body)
+        if isinstance(request, _Answer):
+            return request
+        prompt, structured, schema = request
+        scenario = scenario_for(self._scenario, prompt, self._rng)
         request_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        research = _Research(
+        research = Research(
             request_id=request_id,
             conversation_id=f"{self._rng.getrandbits(96):024x}",
             prompt=prompt,
@@ -621,200 +426,14 @@ class FayEmulator:
             output_schema=schema,
             created=now,
             scenario=scenario,
-            output=_output_for(scenario, prompt, structured=structured, schema=schema),
+            output=output_for(scenario, prompt, structured=structured, schema=schema),
         )
         self._researches[request_id] = research
         data = {"request_id": request_id, "status": "PENDING", "created_at": self._iso(now)}
         return _ok(data, request_id=request_id)
 
-    def _scenario_for(self, prompt: str) -> Scenario:
-        if isinstance(self._scenario, Scenario):
-            return self._scenario
-        if self._scenario is not None:
-            scenario = self._scenario(prompt)
-            if not isinstance(scenario, Scenario):
-                raise TypeError(f"the scenario callable returned {scenario!r}, not a Scenario")
-            return scenario
-        return Scenario(
-            pending_s=round(self._rng.uniform(*_DEFAULT_PENDING), 3),
-            processing_s=round(self._rng.uniform(*_DEFAULT_PROCESSING), 3),
-        )
-
     def _iso(self, moment: float | None) -> str | None:
         return iso(self._wall(moment))
-
-    def _status(self, research: _Research, now: float) -> _Answer:
-        status, started, ended = research.timeline(now)
-        finished = status in (ResearchStatus.COMPLETED, ResearchStatus.FAILED)
-        data = {
-            "request_id": research.request_id,
-            "status": status.value,
-            "prompt": research.prompt,
-            "structured_output": research.structured_output,
-            "output_schema": research.output_schema,
-            "conversation_id": research.conversation_id,
-            "created_at": self._iso(research.created),
-            "started_at": self._iso(started),
-            "completed_at": self._iso(ended),
-            "error_message": self._error_message(research, status),
-            "metadata": {"emulated": True} if finished else None,
-        }
-        return _ok(data, request_id=research.request_id)
-
-    def _output(self, research: _Research, now: float) -> _Answer:
-        status, _, ended = research.timeline(now)
-        rid = research.request_id
-        if status is ResearchStatus.COMPLETED:
-            assert ended is not None  # noqa: S101 - a completed research has an end
-            if now - ended > OUTPUT_RETENTION:
-                return _error(404, "REQUEST_NOT_FOUND", "Request not found", request_id=rid)
-            data = {
-                "conversation_id": research.conversation_id,
-                "status": status.value,
-                "output": research.output,
-            }
-            return _ok(data, request_id=rid)
-        if status is ResearchStatus.STOPPED:
-            return _error(
-                400, "RESEARCH_STOPPED", "Research was stopped and has no output", request_id=rid
-            )
-        if status is ResearchStatus.FAILED:
-            return _error(
-                400, "RESEARCH_FAILED", "Research failed and has no output", request_id=rid
-            )
-        return _error(
-            400, "RESEARCH_NOT_COMPLETED", "Research is not completed yet", request_id=rid
-        )
-
-    def _stop(self, research: _Research, now: float) -> _Answer:
-        status, _, _ = research.timeline(now)
-        rid = research.request_id
-        if status is ResearchStatus.COMPLETED:
-            return _error(
-                400,
-                "CONVERSATION_ALREADY_COMPLETED",
-                "Cannot stop completed conversation",
-                request_id=rid,
-            )
-        if status is ResearchStatus.FAILED:
-            return _error(
-                400, "RESEARCH_ALREADY_FAILED", "Cannot stop failed conversation", request_id=rid
-            )
-        if status is ResearchStatus.STOPPED:
-            return _error(
-                400,
-                "CONVERSATION_ALREADY_STOPPED",
-                "Conversation already stopped",
-                request_id=rid,
-            )
-        research.stopped = now
-        data = {"request_id": rid, "status": "STOPPED", "message": _STOP_MESSAGE}
-        return _ok(data, request_id=rid)
-
-
-def _output_for(
-    scenario: Scenario, prompt: str, *, structured: bool, schema: dict[str, Any] | None
-) -> str | dict[str, Any] | None:
-    if scenario.outcome is not ResearchStatus.COMPLETED:
-        return None
-    if scenario.output is not None:
-        return scenario.output
-    if structured:
-        if schema is None:
-            return default_structured_output(prompt)
-        value = example_for_schema(schema, prompt=prompt)
-        return value if isinstance(value, dict) else {"result": value}
-    return _markdown(prompt)
-
-
-def _markdown(prompt: str) -> str:
-    quoted = "\n".join(f"> {line}".rstrip() for line in prompt.strip().splitlines())
-    return (
-        "# Research report\n\n"
-        "## Question\n\n"
-        f"{quoted}\n\n"
-        "## Summary\n\n"
-        "This report comes from the fay-async emulator: the findings below are placeholders "
-        "for the question quoted above.\n\n"
-        "## Findings\n\n"
-        "1. First emulated finding.\n"
-        "2. Second emulated finding.\n\n"
-        "## Sources\n\n"
-        "- https://example.com/source-1\n"
-        "- https://example.com/source-2\n"
-    )
-
-
-def _fault_answer(fault: Fault) -> _Answer:
-    if fault.kind == "html":
-        page = _HTML_PAGE.format(status=fault.status_code).encode()
-        return _Answer(fault.status_code, page, ((b"content-type", b"text/html"),))
-    if fault.kind == "empty":
-        return _Answer(fault.status_code, b"", ((b"content-type", b"text/plain"),))
-    code = fault.code or "INJECTED_FAULT"
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    if fault.retry_after is not None:
-        headers = ((b"retry-after", format(fault.retry_after, "g").encode()),)
-    return _error(fault.status_code, code, fault.message or "Injected fault", headers=headers)
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request body; None when it is larger than ``MAX_BODY_BYTES`` (read to its end)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks) if size <= MAX_BODY_BYTES else None
-
-
-def _headers(answer: _Answer) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b"content-length", str(len(answer.body)).encode()),
-        *answer.headers,
-    ]
-    if not any(name == b"content-type" for name, _ in answer.headers):
-        headers.append((b"content-type", _JSON))
-    return headers
-
-
-async def _send(send: Send, answer: _Answer) -> None:
-    await send(
-        {"type": "http.response.start", "status": answer.status_code, "headers": _headers(answer)}
-    )
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-async def _drop(send: Send, answer: _Answer) -> NoReturn:
-    """Start the answer, send part of it, then make the server drop the connection."""
-    await send(
-        {"type": "http.response.start", "status": answer.status_code, "headers": _headers(answer)}
-    )
-    await send(
-        {
-            "type": "http.response.body",
-            "body": answer.body[: len(answer.body) // 2],
-            "more_body": True,
-        }
-    )
-    raise ConnectionDropped("the emulator dropped the connection (injected fault)")
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 # --- in-process wiring ----------------------------------------------------------------------
