@@ -1053,12 +1053,3 @@ async def test_client_owns_and_closes_its_transport(emulator: FayEmulator) -> No
     async with httpx.AsyncClient() as borrowed:
         with pytest.raises(exceptions.ConfigurationError, match="transport or http_client"):
             emulator.client(http_client=borrowed)
-
-
-def test_old_introspection_names_still_answer_with_a_deprecation_warning() -> None:
-    emulator = FayEmulator(clock=ManualClock())
-    emulator.inject_fault("stop", Fault.html(), times=2)
-    with pytest.warns(DeprecationWarning, match=r"use call_counts\(\)"):
-        assert emulator.counts() == emulator.call_counts()
-    with pytest.warns(DeprecationWarning, match=r"use pending_fault_count\(\)"):
-        assert emulator.pending_faults("stop") == 2

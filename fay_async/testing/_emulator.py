@@ -23,7 +23,6 @@ import threading
 import time
 import types
 import uuid
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -38,6 +37,7 @@ from fay_async._models import ResearchStatus
 from ._clock import Clock
 from ._http import (
     ConnectionDropped,
+    InProcessTransport,
     Receive,
     Scope,
     Send,
@@ -219,15 +219,6 @@ class FayEmulator:
         with self._lock:
             return sum(entry.remaining for entry in self._faults[checked])
 
-    def pending_faults(self, endpoint: str) -> int:
-        """Deprecated name of :meth:`pending_fault_count`."""
-        warnings.warn(
-            "FayEmulator.pending_faults() is deprecated; use pending_fault_count()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.pending_fault_count(endpoint)
-
     def clear_faults(self) -> None:
         """Forget every injected fault that has not fired yet."""
         with self._lock:
@@ -261,15 +252,6 @@ class FayEmulator:
             if call.endpoint is not None:
                 result[call.endpoint] += 1
         return result
-
-    def counts(self) -> dict[Endpoint, int]:
-        """Deprecated name of :meth:`call_counts`."""
-        warnings.warn(
-            "FayEmulator.counts() is deprecated; use call_counts()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.call_counts()
 
     def research(self, request_id: str) -> ResearchState:
         """The state of one research now; ``KeyError`` if the emulator never created it."""
@@ -312,7 +294,7 @@ class FayEmulator:
 
     def transport(self) -> httpx.AsyncBaseTransport:
         """An httpx transport that calls this emulator in-process (drops become errors)."""
-        return _InProcessTransport(self)
+        return InProcessTransport(self)
 
     def client(self, **kwargs: Any) -> FayClient:
         """A :class:`~fay_async.FayClient` talking to this emulator in-process.
@@ -434,33 +416,3 @@ class FayEmulator:
 
     def _iso(self, moment: float | None) -> str | None:
         return iso(self._wall(moment))
-
-
-# --- in-process wiring ----------------------------------------------------------------------
-
-
-class _InProcessTransport(httpx.AsyncBaseTransport):
-    """``httpx.ASGITransport`` plus what a network adds: read timeouts and dropped links."""
-
-    def __init__(self, app: FayEmulator) -> None:
-        self._inner = httpx.ASGITransport(app=app)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Call the emulator; a drop becomes ``RemoteProtocolError``, a slow answer a timeout."""
-        timeouts = request.extensions.get("timeout") or {}
-        read_timeout = timeouts.get("read")
-        try:
-            with anyio.fail_after(read_timeout):
-                return await self._inner.handle_async_request(request)
-        except ConnectionDropped:
-            raise httpx.RemoteProtocolError(
-                "peer closed connection without sending complete message body", request=request
-            ) from None
-        except TimeoutError:
-            raise httpx.ReadTimeout(
-                "the emulator did not answer in time", request=request
-            ) from None
-
-    async def aclose(self) -> None:
-        """Nothing to release: the emulator runs in this process."""
-        await self._inner.aclose()

@@ -8,6 +8,7 @@ from typing import Any, Final, NoReturn, Protocol, TypeAlias
 
 import anyio
 import attrs
+import httpx
 
 from ._values import API_VERSION, ENDPOINTS, Endpoint, Fault
 
@@ -21,6 +22,7 @@ Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ConnectionDropped(Exception):  # noqa: N818 - it names an event, not a failure
@@ -259,3 +261,33 @@ async def _api_call(
     if fault is not None and fault.kind == "latency":
         await anyio.sleep(fault.seconds)
     await _send(send, answer)
+
+
+# --- in-process wiring, for httpx ------------------------------------------------------------
+
+
+class InProcessTransport(httpx.AsyncBaseTransport):
+    """``httpx.ASGITransport`` plus what a network adds: read timeouts and dropped links."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Call the emulator; a drop becomes ``RemoteProtocolError``, a slow answer a timeout."""
+        timeouts = request.extensions.get("timeout") or {}
+        read_timeout = timeouts.get("read")
+        try:
+            with anyio.fail_after(read_timeout):
+                return await self._inner.handle_async_request(request)
+        except ConnectionDropped:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body", request=request
+            ) from None
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                "the emulator did not answer in time", request=request
+            ) from None
+
+    async def aclose(self) -> None:
+        """Nothing to release: the emulator runs in this process."""
+        await self._inner.aclose()
