@@ -131,6 +131,17 @@ class ResearchManager:
             )
         )
 
+    def untrack(self, request_id: str) -> ActiveResearch | None:
+        """Stop tracking a research, without stopping it; return its entry (None if untracked).
+
+        It leaves :attr:`active_requests`, and neither :meth:`cancel_all_research` nor the
+        exit will stop it: for a research another process now owns, say.
+        """
+        validate_request_id(request_id)
+        entry = self._registry.get(request_id)
+        self._registry.discard(request_id)
+        return entry
+
     # --- entering and leaving ---------------------------------------------------------------
 
     async def __aenter__(self) -> ResearchManager:
@@ -281,6 +292,28 @@ class ResearchManager:
             async for info in infos:
                 yield info
 
+    async def get_status(self, request_id: str) -> ConversationInfo:
+        """The research's status, read through the manager so that it learns it too.
+
+        :meth:`FayClient.get_status`, and then: a tracked research's entry gets the new
+        status, a research seen to have ended is untracked (so no stop call is spent on
+        it later), and everyone waiting on it or watching it sees the status at once.
+        """
+        validate_request_id(request_id)
+        self._check_open()
+        info = await self.client.get_status(request_id)
+        await self._learned(info)
+        return info
+
+    async def _learned(self, info: ConversationInfo) -> None:
+        """Feed a status learnt outside the poller into the state the poller keeps."""
+        running = self._check_open()
+        entry = self._registry.get(info.request_id)
+        if await running.poller.observe(info):
+            return  # the poller told the registry and the observers, if it changed
+        if entry is not None and entry.status != info.status:
+            await self._status_changed(info, entry.status)
+
     async def _status_changed(
         self, info: ConversationInfo, previous: ResearchStatus | None
     ) -> None:
@@ -423,9 +456,18 @@ class ResearchManager:
             raise NotTrackedError(
                 f"research {request_id} not found in active requests", request_id=request_id
             )
-        job = stops.job_for(request_id)
+        job = stops.job_for(request_id, check_first=self._status_unknown(request_id))
         await job.settled()
         return job.outcome()
+
+    def _status_unknown(self, request_id: str) -> bool:
+        """Whether nothing is known of a tracked research's status (tracked by id only).
+
+        Its stop then checks the status first, as the documented "stop if needed" does:
+        a status call is cheaper than a stop call under every published tier.
+        """
+        entry = self._registry.get(request_id)
+        return entry is not None and entry.status is None
 
     async def cancel_all_research(self) -> dict[str, StopResult | FayError]:
         """Stop every tracked research concurrently; return each outcome; never raise.
@@ -442,7 +484,10 @@ class ResearchManager:
     async def _cancel_all(self) -> dict[str, StopResult | FayError]:
         assert self._running is not None  # noqa: S101 - open or closing
         stops = self._running.stops
-        jobs = {request_id: stops.job_for(request_id) for request_id in self._registry.ids()}
+        jobs = {
+            request_id: stops.job_for(request_id, check_first=self._status_unknown(request_id))
+            for request_id in self._registry.ids()
+        }
         for job in jobs.values():
             await job.settled()
         for request_id in jobs:

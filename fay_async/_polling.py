@@ -246,30 +246,46 @@ class StatusPoller:
         if watch.interest <= 0 and not watch.in_flight:
             self._forget(watch)
 
+    async def observe(self, info: ConversationInfo) -> bool:
+        """Record a status learnt without a check of this poller's own.
+
+        The app's own status call, a webhook or a stop the service confirmed: waiters,
+        watchers and observers see it as if a check had returned it, and the next check
+        is scheduled from it. A terminal status is remembered for late waiters. False
+        when nobody watches the research, or it had already settled.
+        """
+        if info.status.is_terminal:
+            self._remember(info)
+        watch = self._watches.get(info.request_id)
+        if watch is None or watch.settled:
+            return False
+        previous = watch.status
+        if info.status != previous:
+            watch.status = info.status
+            watch.checks = 0
+            if self._on_change is not None:
+                await self._on_change(info, previous)
+        watch.info = info
+        watch.notify()
+        if watch.in_flight:
+            return True  # the check's end reschedules or forgets it
+        if info.status.is_terminal:
+            self._forget(watch)
+        elif self._closed is None and watch.interest > 0:
+            self._next_due(watch, self._policy.interval(info.status, watch.checks, self._rng))
+        return True
+
     async def settle(self, request_id: str, status: ResearchStatus) -> bool:
         """Record a terminal status learnt without a check (a stop the service confirmed).
 
-        Waiters and observers see it as if a check had returned it (the info keeps the
-        fields of the last check, with the new status). False when nobody watches the
-        research or a check is in flight (then :meth:`poll_soon` is the way).
+        The info keeps the fields of the last check, with the new status; see
+        :meth:`observe`.
         """
         watch = self._watches.get(request_id)
-        if watch is None or watch.settled or watch.in_flight:
+        if watch is None or watch.settled:
             return False
-        if watch.info is not None:
-            info = attrs.evolve(watch.info, status=status)
-        else:
-            info = ConversationInfo(request_id=request_id, status=status)
-        previous = watch.status
-        watch.status = status
-        watch.checks = 0
-        if self._on_change is not None and status != previous:
-            await self._on_change(info, previous)
-        self._remember(info)
-        watch.info = info
-        watch.notify()
-        self._forget(watch)
-        return True
+        base = watch.info or ConversationInfo(request_id=request_id, status=status)
+        return await self.observe(attrs.evolve(base, status=status))
 
     def poll_soon(self, request_id: str) -> None:
         """Check ``request_id`` again as soon as the budget allows (if anyone is watching)."""
@@ -371,29 +387,11 @@ class StatusPoller:
         self.checks += 1
         try:
             info = await self._client.get_status(request_id)
-        except RateLimitError as error:
-            watch.failures += 1
-            wait = error.retry_after
-            if wait is None:
-                wait = self._policy.retry_delay(watch.failures, self._rng)
-            logger.info("status check of %s rate limited; next in %.1fs", request_id, wait)
-            self._next_due(watch, wait)
+        except Exception as error:  # noqa: BLE001 - each kind is handled below
+            if not watch.settled:  # else the end came meanwhile, through observe()
+                self._check_failed(watch, error)
             return
-        except FayError as error:
-            if not is_transient(error):
-                logger.warning("status check of %s failed: %s", request_id, error)
-                watch.error = error
-                watch.notify()
-                return
-            watch.failures += 1
-            wait = self._policy.retry_delay(watch.failures, self._rng)
-            logger.info("status check of %s failed (%s); retry in %.1fs", request_id, error, wait)
-            self._next_due(watch, wait)
-            return
-        except Exception as error:  # fail only the waiters of this research
-            logger.exception("status check of %s failed unexpectedly", request_id)
-            watch.error = error
-            watch.notify()
+        if watch.settled:
             return
         watch.failures = 0
         previous = watch.status
@@ -410,6 +408,25 @@ class StatusPoller:
         watch.notify()
         if self._closed is None and not watch.settled and watch.interest > 0:
             self._next_due(watch, self._policy.interval(info.status, watch.checks, self._rng))
+
+    def _check_failed(self, watch: Watch, error: Exception) -> None:
+        request_id = watch.request_id
+        if isinstance(error, FayError) and (
+            isinstance(error, RateLimitError) or is_transient(error)
+        ):
+            watch.failures += 1
+            wait = error.retry_after if isinstance(error, RateLimitError) else None
+            if wait is None:
+                wait = self._policy.retry_delay(watch.failures, self._rng)
+            logger.info("status check of %s failed (%s); retry in %.1fs", request_id, error, wait)
+            self._next_due(watch, wait)
+            return
+        if isinstance(error, FayError):
+            logger.warning("status check of %s failed: %s", request_id, error)
+        else:  # fail only the waiters of this research
+            logger.error("status check of %s failed unexpectedly", request_id, exc_info=error)
+        watch.error = error
+        watch.notify()
 
     def _remember(self, info: ConversationInfo) -> None:
         self._finished[info.request_id] = info

@@ -94,23 +94,27 @@ class Stops:
         """Whether a stop of ``request_id`` is in progress."""
         return request_id in self._jobs
 
-    def job_for(self, request_id: str) -> StopJob:
-        """The stop in progress for ``request_id``, or a new one running as a task."""
+    def job_for(self, request_id: str, *, check_first: bool = False) -> StopJob:
+        """The stop in progress for ``request_id``, or a new one running as a task.
+
+        ``check_first``: check the status before sending a stop (for a research whose
+        status is not known), as :meth:`FayClient.stop_if_running` does.
+        """
         job = self._jobs.get(request_id)
         if job is None:
             job = StopJob(request_id)
             self._jobs[request_id] = job
-            self._task_group.start_soon(self._run, job)
+            self._task_group.start_soon(self._run, job, check_first)
         return job
 
-    async def _run(self, job: StopJob) -> None:
+    async def _run(self, job: StopJob, check_first: bool) -> None:
         request_id = job.request_id
         sent = False
         try:
             with anyio.move_on_after(self._grace, shield=True) as scope:
                 async with self._slots:
                     sent = True
-                    job.result = await self._stop(request_id)
+                    job.result = await self._stop(request_id, check_first)
             if scope.cancelled_caught and job.result is None:
                 queued = "" if sent else " (it was still waiting for its turn: not sent)"
                 job.error = StopTimeoutError(
@@ -139,9 +143,9 @@ class Stops:
             finally:
                 job.done.set()
 
-    async def _stop(self, request_id: str) -> StopResult:
+    async def _stop(self, request_id: str, check_first: bool) -> StopResult:
         """Stop; a research that had already ended is reported with its final status."""
-        outcome = await self._client.stop_if_running(request_id, check_first=False)
+        outcome = await self._client.stop_if_running(request_id, check_first=check_first)
         if isinstance(outcome, StopResult):
             return outcome
         return StopResult(
