@@ -11,6 +11,8 @@ from typing import Any, cast
 
 import attrs
 
+from ._jsonable import JSONValue
+
 __all__ = [
     "ConversationInfo",
     "ConversationOutput",
@@ -145,7 +147,7 @@ def _plain_schema(schema: object, structured_output: bool) -> dict[str, Any]:
 
 
 @attrs.frozen(kw_only=True)
-class CreateRequest:
+class CreateRequest(JSONValue):
     """What a create sends: a prompt, and optionally a JSON schema for structured output.
 
     Checked once, when it is made: a prompt that is not a non-empty string of valid
@@ -165,7 +167,7 @@ class CreateRequest:
 
 
 @attrs.frozen(kw_only=True)
-class CreatedConversation:
+class CreatedConversation(JSONValue):
     """A research the service has accepted (the answer to Create Conversation)."""
 
     request_id: str
@@ -174,7 +176,7 @@ class CreatedConversation:
 
 
 @attrs.frozen(kw_only=True)
-class ConversationInfo:
+class ConversationInfo(JSONValue):
     """The state of a research (the answer to Check Status)."""
 
     request_id: str
@@ -191,7 +193,7 @@ class ConversationInfo:
 
 
 @attrs.frozen(kw_only=True)
-class ConversationOutput:
+class ConversationOutput(JSONValue):
     """The result of a completed research: Markdown text, or a JSON object."""
 
     conversation_id: str | None
@@ -205,7 +207,7 @@ class ConversationOutput:
 
 
 @attrs.frozen(kw_only=True)
-class StopResult:
+class StopResult(JSONValue):
     """The answer to Stop Conversation, or the real final status of an ended research."""
 
     request_id: str
@@ -214,7 +216,7 @@ class StopResult:
 
 
 @attrs.frozen(kw_only=True)
-class ResearchResult:
+class ResearchResult(JSONValue):
     """A completed research: its final status and its output."""
 
     info: ConversationInfo

@@ -12,13 +12,14 @@ from typing import Protocol
 
 import attrs
 
+from ._jsonable import JSONValue
 from ._models import ResearchStatus
 
 __all__ = ["ActiveResearch", "MemoryRegistry", "Registry"]
 
 
 @attrs.frozen(kw_only=True)
-class ActiveResearch:
+class ActiveResearch(JSONValue):
     """A research the manager tracks: its id, prompt, loop time started and last status."""
 
     request_id: str
