@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import disconnect, free_tier, manager, overhead, polling
+from . import disconnect, free_tier, manager, overhead, polling, stops
 from ._common import Row
 
 __all__ = ["BENCHMARKS", "Row"]
@@ -19,4 +19,5 @@ BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "polling": polling.run,
     "free-tier": free_tier.run,
     "asgi": disconnect.run,
+    "stops": stops.run,
 }

@@ -435,18 +435,22 @@ class FayClient:
         self,
         request_id: str,
         *,
+        slot: Slot | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> StopResult:
-        """Stop a PENDING or PROCESSING research; it will have no output."""
+        """Stop a PENDING or PROCESSING research; it will have no output.
+
+        ``slot``: a slot of the stop budget already reserved (see :meth:`create`).
+        """
         path = _path(request_id, "stop")
         result: StopResult = await self._call(
-            "POST", path, "stop", StopResult, timeout=timeout, deadline=deadline
+            "POST", path, "stop", StopResult, slot=slot, timeout=timeout, deadline=deadline
         )
         return result
 
     async def stop_if_running(
-        self, request_id: str, *, check_first: bool = True
+        self, request_id: str, *, check_first: bool = True, slot: Slot | None = None
     ) -> ConversationInfo | StopResult:
         """The documented "stop if needed": stop a research only while it is running.
 
@@ -458,18 +462,20 @@ class FayClient:
         that has ended is reported as its :class:`ConversationInfo` without a stop call.
         ``check_first=False`` is for a caller that already believes the research is
         running (the research manager): the stop is sent at once, saving a status call.
-        Either way, a stop the service refuses because the research had just ended is
-        not an error: the documented CONVERSATION_ALREADY_COMPLETED answer becomes a
-        COMPLETED :class:`StopResult` (with ``check_first=False``), and any other refusal
-        that may mean "already ended" (:func:`is_already_finished`) is settled by a status
-        check that finds it terminal. Anything else raises the stop's error.
+        ``slot``: a slot of the stop budget already reserved, used by the stop (and
+        spent even if no stop is sent). Either way, a stop the service refuses because
+        the research had just ended is not an error: the documented
+        CONVERSATION_ALREADY_COMPLETED answer becomes a COMPLETED :class:`StopResult`
+        (with ``check_first=False``), and any other refusal that may mean "already
+        ended" (:func:`is_already_finished`) is settled by a status check that finds it
+        terminal. Anything else raises the stop's error.
         """
         if check_first:
             info = await self.get_status(request_id)
             if info.status.is_terminal:
                 return info
         try:
-            return await self.stop_conversation(request_id)
+            return await self.stop_conversation(request_id, slot=slot)
         except APIError as error:
             if not check_first and isinstance(error, ConversationAlreadyCompletedError):
                 return StopResult(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import math
 import types
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -67,9 +68,11 @@ class ResearchManager:
     Use it as an async context manager: it owns the tasks that poll and stop. On leaving,
     every research still tracked is stopped when ``cancel_on_exit`` is true (the default),
     else left running. ``poll_policy`` sets the status-check schedule, ``stop_grace`` the
-    most seconds one remote stop may take (queueing included), ``max_concurrent_stops``
-    how many stops run at once, and ``on_status_change`` (a function or coroutine
-    function) is called with each new status seen.
+    most seconds one remote stop may take once sent, ``max_concurrent_stops``
+    how many stops run at once, ``exit_timeout`` (None: no bound) how long leaving may
+    spend on stops not sent yet (see :meth:`cancel_all_research`), and
+    ``on_status_change`` (a function or coroutine function) is called with each new
+    status seen.
 
     A research leaves :attr:`active_requests` when it is seen to end (any terminal
     status), when it is stopped through the manager, and when :meth:`research` returns or
@@ -89,6 +92,7 @@ class ResearchManager:
         stop_grace: float = 10.0,
         max_concurrent_stops: int = 32,
         on_status_change: StatusChangeCallback | None = None,
+        exit_timeout: float | None = None,
     ) -> None:
         if not isinstance(client, FayClient):
             raise TypeError(
@@ -104,6 +108,7 @@ class ResearchManager:
         self.cancel_on_exit = bool(cancel_on_exit)
         self.stop_grace = check_seconds(stop_grace, "stop_grace")
         self.max_concurrent_stops = check_count(max_concurrent_stops, "max_concurrent_stops")
+        self.exit_timeout = check_timeout(exit_timeout, "exit_timeout")
         self._on_status_change = check_callable(on_status_change, "on_status_change")
         self._registry: Registry = MemoryRegistry()
         self._state = _State.NEW
@@ -182,7 +187,7 @@ class ResearchManager:
         try:
             if self.cancel_on_exit and self._registry:
                 with anyio.CancelScope(shield=True):
-                    results = await self._cancel_all()
+                    results = await self._cancel_all(self.exit_timeout)
                 failed = {
                     k: v
                     for k, v in results.items()
@@ -469,27 +474,39 @@ class ResearchManager:
         entry = self._registry.get(request_id)
         return entry is not None and entry.status is None
 
-    async def cancel_all_research(self) -> dict[str, StopResult | FayError]:
+    async def cancel_all_research(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a bound on the whole, as documented
+    ) -> dict[str, StopResult | FayError]:
         """Stop every tracked research concurrently; return each outcome; never raise.
 
-        Waits until every stop settled (``max_concurrent_stops`` at a time, each within
-        ``stop_grace``), then untracks all of them, stopped or not. Each outcome is a
+        Waits until every stop settled, then untracks all of them, stopped or not. The
+        stops wait for their turn (the client's stop budget, ``max_concurrent_stops`` at
+        a time); each one sent gets ``stop_grace`` seconds. ``timeout`` bounds the whole:
+        stops not sent by then are not sent at all. Each outcome is a
         :class:`StopResult`, or the error of a stop that failed: a
-        :class:`NotFoundError` means the service does not know the research (nothing to
-        stop).
+        :class:`StopTimeoutError` says whether it was ever sent (``sent``), a
+        :class:`NotFoundError` that the service does not know the research.
         """
+        limit = check_timeout(timeout)
         self._check_open()
-        return await self._cancel_all()
+        return await self._cancel_all(limit)
 
-    async def _cancel_all(self) -> dict[str, StopResult | FayError]:
+    async def _cancel_all(self, limit: float = math.inf) -> dict[str, StopResult | FayError]:
         assert self._running is not None  # noqa: S101 - open or closing
         stops = self._running.stops
         jobs = {
             request_id: stops.job_for(request_id, check_first=self._status_unknown(request_id))
             for request_id in self._registry.ids()
         }
-        for job in jobs.values():
-            await job.settled()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(limit):
+                for job in jobs.values():
+                    await job.done.wait()
+            for job in jobs.values():
+                job.give_up_queueing()  # nothing for those sent, or done
+                await job.done.wait()
         for request_id in jobs:
             self._registry.discard(request_id)
             stops.unstoppable.discard(request_id)
@@ -505,10 +522,11 @@ class ResearchManager:
                 self._registry.discard(request_id)
             return
         self._registry.discard(request_id)
-        if job.result.status is ResearchStatus.STOPPED and self._state is _State.OPEN:
-            if not await running.poller.settle(request_id, job.result.status):
-                running.poller.poll_soon(request_id)
-        else:
+        if self._state is not _State.OPEN:
+            return  # the poller is closing: its waiters hear that the manager closed
+        if job.result.status is ResearchStatus.STOPPED:
+            await running.poller.settle(request_id, job.result.status)
+        else:  # it had ended on its own: a check gives waiters its real final info
             running.poller.poll_soon(request_id)
 
 

@@ -1,9 +1,13 @@
 """Remote stops that nothing can interrupt half-way, and that never take longer than a grace.
 
-Each stop runs as a task of the research manager, inside ``move_on_after(grace,
-shield=True)``: a caller that is cancelled (even twice, even by a bare ``task.cancel()``
-on asyncio) cannot cut a stop short, and a stop never takes longer than the grace.
-Everyone who asks to stop the same research while its stop runs shares that one stop.
+Each stop runs as a task of the research manager, shielded: a caller that is cancelled
+(even twice, even by a bare ``task.cancel()`` on asyncio) cannot cut a stop short.
+A stop first waits for its turn: a slot of the client's stop budget, then one of the
+manager's ``max_concurrent_stops``. Its grace starts when it is sent, so a stop that
+queued behind a thousand others is not given up before it was ever sent; an overall
+bound (:meth:`StopJob.give_up_queueing`) ends the wait of those not sent yet, which are
+then reported as never sent. Everyone who asks to stop the same research while its stop
+runs shares that one stop.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import attrs
 
 from ._client import FayClient
 from ._models import StopResult
+from ._ratelimit import Slot
 from .exceptions import FayError, NotFoundError, StopTimeoutError
 
 __all__ = ["StopJob", "Stops"]
@@ -38,6 +43,12 @@ class StopJob:
     done: anyio.Event = attrs.field(factory=anyio.Event)
     result: StopResult | None = None
     error: BaseException | None = None
+    #: Ends the wait for the stop's turn (cancelled by an overall bound).
+    queue: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+
+    def give_up_queueing(self) -> None:
+        """Send nothing if the stop has not been sent yet: it ends as never sent."""
+        self.queue.cancel()
 
     async def settled(self) -> None:
         """Wait until the stop is done, immune to cancellation (the stop itself is bounded)."""
@@ -109,20 +120,26 @@ class Stops:
 
     async def _run(self, job: StopJob, check_first: bool) -> None:
         request_id = job.request_id
-        sent = False
         try:
-            with anyio.move_on_after(self._grace, shield=True) as scope:
-                async with self._slots:
-                    sent = True
-                    job.result = await self._stop(request_id, check_first)
-            if scope.cancelled_caught and job.result is None:
-                queued = "" if sent else " (it was still waiting for its turn: not sent)"
-                job.error = StopTimeoutError(
-                    f"stopping research {request_id} did not finish within the stop grace "
-                    f"of {self._grace:g} s{queued}",
-                    request_id=request_id,
-                    sent=sent,
-                )
+            with anyio.CancelScope(shield=True):
+                slot: Slot | None = None
+                with job.queue:
+                    limiter = self._client.rate_limiter
+                    if limiter is not None:
+                        slot = await limiter.reserve("stop")
+                    await self._slots.acquire()
+                if job.queue.cancelled_caught:
+                    job.error = StopTimeoutError(
+                        f"stopping research {request_id} was given up before it was sent "
+                        "(it was still waiting for its turn): the research is still running",
+                        request_id=request_id,
+                        sent=False,
+                    )
+                    return
+                try:
+                    await self._send(job, check_first, slot)
+                finally:
+                    self._slots.release()
         except Exception as error:  # noqa: BLE001 - reported to whoever asked for the stop
             job.error = error
         finally:
@@ -143,9 +160,21 @@ class Stops:
             finally:
                 job.done.set()
 
-    async def _stop(self, request_id: str, check_first: bool) -> StopResult:
+    async def _send(self, job: StopJob, check_first: bool, slot: Slot | None) -> None:
+        """The stop on the wire, within the grace."""
+        with anyio.move_on_after(self._grace) as scope:
+            job.result = await self._stop(job.request_id, check_first, slot)
+        if scope.cancelled_caught and job.result is None:
+            job.error = StopTimeoutError(
+                f"stopping research {job.request_id} did not finish within the stop grace "
+                f"of {self._grace:g} s after it was sent: it may or may not be stopped",
+                request_id=job.request_id,
+                sent=True,
+            )
+
+    async def _stop(self, request_id: str, check_first: bool, slot: Slot | None) -> StopResult:
         """Stop; a research that had already ended is reported with its final status."""
-        outcome = await self._client.stop_if_running(request_id, check_first=check_first)
+        outcome = await self._client.stop_if_running(request_id, check_first=check_first, slot=slot)
         if isinstance(outcome, StopResult):
             return outcome
         return StopResult(

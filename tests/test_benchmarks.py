@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import BENCHMARKS, __main__, disconnect, free_tier, manager, overhead, polling
+from benchmarks import (
+    BENCHMARKS,
+    __main__,
+    disconnect,
+    free_tier,
+    manager,
+    overhead,
+    polling,
+    stops,
+)
 from benchmarks._common import Row, format_table
 
 
@@ -55,6 +64,12 @@ def test_manager_rows() -> None:
     assert _value(rows, "cancel_all_research(), wall time") > 0
 
 
+def test_stops_rows() -> None:
+    rows = stops.run(quick=True)
+    _check(rows, expected=6)
+    assert all(row.ok for row in rows)
+
+
 def test_polling_rows() -> None:
     rows = polling.run(quick=True)
     _check(rows, expected=6)
@@ -91,4 +106,4 @@ def test_runner_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_every_benchmark_has_a_name() -> None:
-    assert set(BENCHMARKS) == {"overhead", "manager", "polling", "free-tier", "asgi"}
+    assert set(BENCHMARKS) == {"overhead", "manager", "polling", "free-tier", "asgi", "stops"}
