@@ -25,7 +25,8 @@ from ._models import (
     StopResult,
 )
 from ._ratelimit import Endpoint, RateLimiter, RateLimits, Slot, coerce_limits
-from ._transport import RetryPolicy, Transport
+from ._retries import RetryPolicy
+from ._transport import Transport
 from ._validators import check_count, check_seconds
 from .exceptions import (
     APIError,

@@ -34,26 +34,13 @@ from ._retries import (
     Done,
     Fail,
     RawResponse,
-    Retry,
     RetryPolicy,
     decide_answer,
     decide_failure,
     parse_retry_after,
 )
 
-__all__ = [
-    "AttemptHook",
-    "AttemptState",
-    "Decision",
-    "Done",
-    "Fail",
-    "RawResponse",
-    "Retry",
-    "RetryPolicy",
-    "Transport",
-    "decide",
-    "parse_retry_after",
-]
+__all__ = ["AttemptHook", "Transport", "decide", "may_have_arrived"]
 
 logger: Final = logging.getLogger("fay_async")
 

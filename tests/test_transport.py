@@ -16,17 +16,16 @@ import pytest
 import respx
 
 from fay_async import FayClient, RateLimits, _config, exceptions
-from fay_async._transport import (
+from fay_async._retries import (
     AttemptState,
     Done,
     Fail,
     RawResponse,
     Retry,
     RetryPolicy,
-    decide,
-    may_have_arrived,
     parse_retry_after,
 )
+from fay_async._transport import decide, may_have_arrived
 from fay_async.testing import FayEmulator
 
 from . import _docs as docs

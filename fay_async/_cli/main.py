@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import ipaddress
 import sys
 from collections.abc import Callable
 from typing import Any, Final
@@ -86,16 +85,6 @@ def _add_emulator(subparsers: _Subparsers) -> None:
     parser.set_defaults(run=_run_emulator)
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _run_emulator(args: argparse.Namespace) -> int:
     from fay_async.testing import FayEmulator, serve_forever  # noqa: PLC0415 - only here
 
@@ -111,12 +100,6 @@ def _run_emulator(args: argparse.Namespace) -> int:
     def ready(base_url: str) -> None:
         nonlocal listening
         listening = True
-        if not _is_loopback(args.host):
-            print(
-                f"fay-async: warning: the emulator listens on {args.host}, "
-                "not only on this machine",
-                file=sys.stderr,
-            )
         tier = args.tier or "no"
         print(f"Fay emulator on {base_url} (speed x{args.speed:g}, {tier} rate limits)")
         print(f"export {_config.BASE_URL_ENV}={base_url} {_config.API_KEY_ENV}={args.api_key}")

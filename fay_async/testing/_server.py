@@ -12,7 +12,11 @@ from typing import Any, Final
 
 import anyio.to_thread
 
+from fay_async._client import is_loopback
+
 from ._emulator import ConnectionDropped, FayEmulator
+
+logger: Final = logging.getLogger("fay_async.testing")
 
 __all__ = [
     "EmulatorServer",
@@ -24,6 +28,15 @@ __all__ = [
 ]
 
 UVICORN_MISSING: Final = 'the Fay emulator server needs uvicorn: pip install "fay-async[emulator]"'
+
+
+def _warn_if_exposed(host: str) -> None:
+    if not is_loopback(host):
+        logger.warning(
+            "the Fay emulator listens on %s, not only on this machine: anyone who can reach "
+            "it can use it with its well-known key",
+            host,
+        )
 
 
 def require_uvicorn() -> ModuleType:
@@ -208,6 +221,7 @@ def serve_forever(
     """
     uvicorn = require_uvicorn()
     sock = bind_socket(host, port)
+    _warn_if_exposed(host)
     try:
         if on_ready is not None:
             on_ready(base_url_for(sock))
