@@ -60,6 +60,7 @@ from .exceptions import ConfigurationError
 
 __all__ = ["AiohttpTransport"]
 
+
 def _asyncio_only(what: str) -> ConfigurationError:
     return ConfigurationError(
         f"AiohttpTransport runs on asyncio only, and {what}: aiohttp needs an asyncio "
