@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import disconnect, free_tier, manager, overhead, polling
+from . import disconnect, free_tier, manager, overhead, polling, sniffio_cost, startup, transports
 from ._common import Row
 
 __all__ = ["BENCHMARKS", "Row"]
@@ -19,4 +19,7 @@ BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "polling": polling.run,
     "free-tier": free_tier.run,
     "asgi": disconnect.run,
+    "startup": startup.run,
+    "aiohttp": transports.run,
+    "sniffio": sniffio_cost.run,
 }
