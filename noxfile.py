@@ -50,6 +50,14 @@ def bench(session: nox.Session) -> None:
     """The benchmarks at full size, about two minutes (not part of the default check).
 
     Arguments go to the runner: ``nox -s bench -- --quick`` or ``-- --only overhead``.
+    Only what the benchmarks need is installed, trio not among it: trio brings sniffio,
+    and the figures are to be those of a plain ``pip install fay-async``.
     """
-    _install(session, "test")
+    _install(session, "bench", extras="[aiohttp]")
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; sys.exit(importlib.util.find_spec('trio') is not None and "
+        "'trio is installed in this environment: remove .nox/bench and run again')",
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)

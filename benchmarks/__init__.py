@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import disconnect, free_tier, manager, overhead, polling, stops
+from . import (
+    disconnect,
+    free_tier,
+    manager,
+    overhead,
+    polling,
+    sniffio_cost,
+    startup,
+    stops,
+    transports,
+)
 from ._common import Row
 
 __all__ = ["BENCHMARKS", "Row"]
@@ -20,4 +30,7 @@ BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "free-tier": free_tier.run,
     "asgi": disconnect.run,
     "stops": stops.run,
+    "startup": startup.run,
+    "aiohttp": transports.run,
+    "sniffio": sniffio_cost.run,
 }

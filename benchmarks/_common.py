@@ -37,6 +37,38 @@ with serve(emulator, host="127.0.0.1") as base_url:
 """
 
 
+# A static HTTP/1.1 server in a child process: every request, whatever its path, gets the
+# same keep-alive answer (a status envelope of a PENDING research). It does next to no work
+# per request, so a client's own cost is what a comparison against it shows.
+_STATIC_SERVER = """
+import asyncio, json, sys
+BODY = json.dumps({
+    "status": True, "version": "1.0.24",
+    "data": {"request_id": "req_static", "status": "PENDING", "prompt": "benchmark",
+             "created_at": "2025-01-01T00:00:00.000000+00:00", "started_at": None,
+             "completed_at": None, "stopped": False, "error_message": None},
+}).encode()
+ANSWER = (b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: "
+          + str(len(BODY)).encode() + b"\\r\\n\\r\\n" + BODY)
+
+class Static(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+    def data_received(self, data):
+        self.buffer += data
+        while b"\\r\\n\\r\\n" in self.buffer:  # bodiless requests only (GET)
+            _, _, self.buffer = self.buffer.partition(b"\\r\\n\\r\\n")
+            self.transport.write(ANSWER)
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Static, "127.0.0.1", 0)
+    print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
 @attrs.frozen(kw_only=True)
 class Row:
     """One figure of the table: what was measured, its value, and the target if any."""
@@ -118,8 +150,21 @@ class GcTimer:
 @contextlib.contextmanager
 def served_emulator() -> Iterator[str]:
     """A socket emulator in a child process on 127.0.0.1; yields its base URL."""
+    with _child_server(_SERVER % API_KEY) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def static_server() -> Iterator[str]:
+    """A static HTTP server in a child process on 127.0.0.1; yields its base URL."""
+    with _child_server(_STATIC_SERVER) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def _child_server(code: str) -> Iterator[str]:
     with subprocess.Popen(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", _SERVER % API_KEY],
+        [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -128,7 +173,7 @@ def served_emulator() -> Iterator[str]:
             assert child.stdout is not None
             base_url = child.stdout.readline().strip()
             if not base_url.startswith("http://127.0.0.1:"):
-                raise RuntimeError(f"the emulator did not start: {base_url!r}")
+                raise RuntimeError(f"the server did not start: {base_url!r}")
             yield base_url
         finally:
             child.terminate()
@@ -149,7 +194,8 @@ def machine() -> dict[str, Any]:
                 break
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     versions: dict[str, str] = {}
-    for name in ("fay-async", "httpx", "httpcore", "anyio", "cattrs", "uvicorn", "looptime"):
+    names = ("fay-async", "httpx", "httpcore", "anyio", "sniffio", "trio", "aiohttp", "cattrs")
+    for name in (*names, "uvicorn", "looptime"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version  # noqa: PLC0415
 

@@ -20,7 +20,10 @@ from benchmarks import (
     manager,
     overhead,
     polling,
+    sniffio_cost,
+    startup,
     stops,
+    transports,
 )
 from benchmarks._common import Row, format_table
 
@@ -93,6 +96,26 @@ def test_asgi_rows() -> None:
     assert all(row.value > 0 for row in rows if row.unit == "x")
 
 
+def test_startup_rows() -> None:
+    rows = startup.run(quick=True)
+    _check(rows, expected=10)
+    assert all(row.value > 0 for row in rows)
+    assert _value(rows, "import fay_async / import httpx") > 0
+
+
+def test_aiohttp_rows() -> None:
+    rows = transports.run(quick=True)
+    _check(rows, expected=24)
+    assert {row.benchmark for row in rows} == {"aiohttp c=1", "aiohttp c=32"}
+    assert all(row.value > 0 for row in rows)
+
+
+def test_sniffio_rows() -> None:
+    rows = sniffio_cost.run(quick=True)
+    _check(rows, expected=6)
+    assert all(row.value > 0 for row in rows)
+
+
 def test_runner_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "out" / "latest.json"
     code = __main__.main(["--quick", "--only", "free-tier", "--json", str(target)])
@@ -106,4 +129,14 @@ def test_runner_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_every_benchmark_has_a_name() -> None:
-    assert set(BENCHMARKS) == {"overhead", "manager", "polling", "free-tier", "asgi", "stops"}
+    assert set(BENCHMARKS) == {
+        "overhead",
+        "manager",
+        "polling",
+        "free-tier",
+        "asgi",
+        "startup",
+        "aiohttp",
+        "sniffio",
+        "stops",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
+import fay_async
 from fay_async import BatchItem, BatchResult, _cli
 from fay_async._cli import batchrun, commands, progress
 from fay_async._cli.journal import journal_path
@@ -36,6 +38,7 @@ from fay_async.exceptions import (
 from fay_async.testing import DEFAULT_API_KEY, Fault, FayEmulator, Scenario, serve
 
 KEY = "test-key"
+main_module = importlib.import_module("fay_async._cli.main")  # _cli.main is the function
 
 
 def parse(*argv: str) -> Any:
@@ -52,6 +55,38 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     for command in ("research", "batch", "status", "output", "stop", "emulator"):
         assert command in out
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        _cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"fay-async {fay_async.__version__}\n"
+
+
+def test_help_loads_neither_the_library_nor_the_emulator() -> None:
+    # --help must stay fast: argparse and the parser, not httpx, anyio, the emulator,
+    # rich or the package's metadata.
+    script = (
+        "import sys\n"
+        "from fay_async._cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('httpx', 'anyio', 'rich', 'uvicorn', 'attrs', 'cattrs', 'importlib.metadata',"
+        " 'fay_async.testing', 'fay_async._client')\n"
+        "print(sorted(m for m in sys.modules if m in heavy), file=sys.stderr)\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stderr.strip() == "[]"
+    assert "research" in done.stdout
+
+
+def test_the_emulator_key_in_the_help_is_the_emulators_default() -> None:
+    assert main_module.DEFAULT_API_KEY == DEFAULT_API_KEY
 
 
 @pytest.mark.parametrize(

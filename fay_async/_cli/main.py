@@ -10,18 +10,29 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from fay_async import (
-    __version__,
-    _config,  # the environment variables' names: no public alternative
-)
-from fay_async.testing import DEFAULT_API_KEY
+from fay_async import _config  # the environment variables' names: no public alternative
 
 __all__ = ["build_parser", "main"]
 
 _Subparsers = Any  # argparse's _SubParsersAction is private
+
+#: fay_async.testing.DEFAULT_API_KEY, written out: importing it would load the emulator,
+#: httpx and anyio for every ``--help`` (a test checks that the two agree).
+DEFAULT_API_KEY: Final = "test-key"
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version is looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(f"{parser.prog} {_config.version()}")
+        parser.exit()
 
 
 def _positive_float(text: str) -> float:
@@ -309,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fay-async", description="Tools for the Fay research API."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(subparsers)
