@@ -132,9 +132,6 @@ class _SeenIds:
     def discard(self, event_id: str) -> None:
         self._ids.pop(event_id, None)
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
 
 async def _respond(send: Send, status: int, text: str, *headers: tuple[bytes, bytes]) -> None:
     body = text.encode("utf-8")
