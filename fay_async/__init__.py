@@ -49,6 +49,8 @@ if TYPE_CHECKING:
         ServerError,
         StopTimeoutError,
         UnexpectedResponseError,
+        WebhookPayloadError,
+        WebhookVerificationError,
     )
 
 #: Where each public name lives: imported on first use (PEP 562), so that importing
@@ -90,6 +92,8 @@ _LOCATIONS: dict[str, str] = {
     "StopResult": "_models",
     "StopTimeoutError": "exceptions",
     "UnexpectedResponseError": "exceptions",
+    "WebhookPayloadError": "exceptions",
+    "WebhookVerificationError": "exceptions",
     "research_many": "_batch",
     "validate_request_id": "_client",
 }
@@ -149,6 +153,8 @@ __all__ = [
     "StopResult",
     "StopTimeoutError",
     "UnexpectedResponseError",
+    "WebhookPayloadError",
+    "WebhookVerificationError",
     "__version__",
     "research_many",
     "validate_request_id",

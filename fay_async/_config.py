@@ -29,6 +29,8 @@ def __getattr__(name: str) -> str:
 
 API_KEY_ENV: Final = "FAY_API_KEY"
 BASE_URL_ENV: Final = "FAY_BASE_URL"
+#: The secret the dashboard shows once when a webhook is registered.
+WEBHOOK_SECRET_ENV: Final = "FAY_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 
 DEFAULT_BASE_URL: Final = "https://api.fay.work"
 API_PREFIX: Final = "/api/v1"

@@ -31,6 +31,8 @@ __all__ = [
     "decode_envelope",
     "error_from_envelope",
     "structure",
+    "structure_event_info",
+    "structure_event_output",
 ]
 
 T = TypeVar("T")
@@ -214,15 +216,41 @@ def structure(status_code: int, data: Mapping[str, Any], model: type[T], content
     try:
         return _converter.structure(data, model)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
-        if isinstance(error, cattrs.BaseValidationError):
-            why = "; ".join(cattrs.transform_error(error, path=model.__name__))
-        else:
-            why = str(error)
+        why = _why(error, model.__name__)
         raise _unexpected(
             status_code,
             f"the {model.__name__} data does not match the documented fields: {why}",
             content,
         ) from error
+
+
+def _why(error: Exception, path: str) -> str:
+    if isinstance(error, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(error, path=path))
+    return str(error)
+
+
+def structure_event_info(data: Mapping[str, Any]) -> ConversationInfo:
+    """The research state a webhook event's ``data`` carries (Status, Output, Error events).
+
+    They hold Check Status fields (``request_id``, ``status``, ``conversation_id``, the
+    timestamps, ``error_message``); the ones an event leaves out stay at their defaults.
+    Raises ``ValueError`` saying which field is missing or of the wrong type.
+    """
+    try:
+        return _converter.structure(data, ConversationInfo)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(_why(error, "data")) from error
+
+
+def structure_event_output(data: Mapping[str, Any]) -> str | dict[str, Any]:
+    """An Output event's ``output``: Markdown text, or a JSON object for structured output."""
+    if "output" not in data:
+        raise ValueError("required field missing @ data.output")
+    try:
+        return _structure_output(data["output"], None)
+    except TypeError as error:
+        raise ValueError(f"{error} @ data.output") from None
 
 
 def create_body(request: CreateRequest) -> dict[str, Any]:

@@ -4,6 +4,8 @@
 
     FayError
     ├── ConfigurationError                     missing API key, unusable base URL
+    ├── WebhookVerificationError               missing, malformed or wrong X-Fay-Signature
+    ├── WebhookPayloadError                    a signed webhook body that is not a Fay event
     ├── InvalidRequestIdError (+ ValueError)   unsafe request id, refused before sending
     ├── APIConnectionError                     network failure after retries, .sent
     │   └── APITimeoutError (+ TimeoutError)
@@ -27,6 +29,10 @@
 Exceptions from httpx, json or cattrs never reach the caller: they are chained as
 ``__cause__`` of one of these.
 
+``WebhookVerificationError.reason`` is ``"missing"`` (no signature: a webhook receiver
+answers 400), ``"malformed"`` or ``"mismatch"`` (answered 401). Neither webhook error
+ever quotes the secret or the signature the body should have had.
+
 ``StopTimeoutError.sent`` is False when the stop was still waiting for its turn among the
 manager's stops when its grace ran out: it was never sent, and the research is surely
 still running.
@@ -41,7 +47,7 @@ dropped connection, ...): after a create, the research may then exist.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "APIConnectionError",
@@ -65,6 +71,8 @@ __all__ = [
     "ServerError",
     "StopTimeoutError",
     "UnexpectedResponseError",
+    "WebhookPayloadError",
+    "WebhookVerificationError",
 ]
 
 
@@ -74,6 +82,20 @@ class FayError(Exception):
 
 class ConfigurationError(FayError):
     """The client cannot be used as configured (missing API key, unusable base URL)."""
+
+
+class WebhookVerificationError(FayError):
+    """A webhook body whose X-Fay-Signature is missing, malformed or wrong: not from Fay."""
+
+    def __init__(
+        self, message: str, *, reason: Literal["missing", "malformed", "mismatch"]
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WebhookPayloadError(FayError):
+    """A correctly signed webhook body that is not a Fay event (not JSON, or a wrong shape)."""
 
 
 class InvalidRequestIdError(FayError, ValueError):

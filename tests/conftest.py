@@ -57,7 +57,7 @@ def api_key() -> str:
 @pytest.fixture(autouse=True)
 def _no_fay_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see a developer's real key or base URL."""
-    for name in ("FAY_API_KEY", "FAY_BASE_URL"):
+    for name in ("FAY_API_KEY", "FAY_BASE_URL", "FAY_WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
 
 
