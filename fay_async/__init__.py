@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         ResearchStatus,
         StopResult,
     )
-    from ._polling import PollPolicy
+    from ._policy import PollPolicy
     from ._ratelimit import RateLimits
     from ._registry import ActiveResearch
     from .exceptions import (
@@ -75,7 +75,7 @@ _LOCATIONS: dict[str, str] = {
     "InvalidRequestIdError": "exceptions",
     "NotFoundError": "exceptions",
     "NotTrackedError": "exceptions",
-    "PollPolicy": "_polling",
+    "PollPolicy": "_policy",
     "RateLimitError": "exceptions",
     "RateLimits": "_ratelimit",
     "RequestValidationError": "exceptions",

@@ -11,10 +11,8 @@ tracked.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
-import math
 import types
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -22,19 +20,21 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
-import attrs
 
 from ._client import FayClient, validate_request_id
 from ._creates import Creates
-from ._models import ConversationInfo, CreateRequest, ResearchResult, ResearchStatus, StopResult
-from ._outcomes import outcome, timeout_outcome
-from ._polling import PollPolicy, StatusPoller
+from ._flows import ManagerFlows, Running, State, create_request
+from ._models import ConversationInfo, CreateRequest, ResearchStatus, StopResult
+from ._outcomes import outcome
+from ._policy import SAFETY_NET, PollPolicy
+from ._polling import StatusPoller
+from ._pushes import OutputCache, Pushed, merged
 from ._registry import ActiveResearch, MemoryRegistry, Registry
-from ._stops import StopJob, Stops
+from ._stops import Stops
 from ._tasks import HostedTaskGroup
 from ._validators import check_callable, check_count, check_seconds, check_timeout
 from ._waits import changes, until_settled
-from .exceptions import FayError, NotFoundError, NotTrackedError, ResearchTimeoutError
+from .exceptions import NotFoundError
 
 __all__ = ["ActiveResearch", "ResearchManager"]
 
@@ -43,26 +43,7 @@ logger: Final = logging.getLogger("fay_async")
 StatusChangeCallback = Callable[[ConversationInfo], "Awaitable[object] | object"]
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-@attrs.define(eq=False)
-class _Running:
-    """What exists while the manager is open: its tasks and their machinery."""
-
-    group: HostedTaskGroup
-    tg: anyio.abc.TaskGroup
-    poller: StatusPoller
-    poller_scope: anyio.CancelScope
-    stops: Stops
-    creates: Creates
-
-
-class ResearchManager:
+class ResearchManager(ManagerFlows):
     """Starts, waits for, times out and stops many researches through one ``FayClient``.
 
     Use it as an async context manager: it owns the tasks that poll and stop. On leaving,
@@ -72,7 +53,8 @@ class ResearchManager:
     how many stops run at once, ``exit_timeout`` (None: no bound) how long leaving may
     spend on stops not sent yet (see :meth:`cancel_all_research`), and
     ``on_status_change`` (a function or coroutine function) is called with each new
-    status seen.
+    status seen. ``push_poll_policy`` is the schedule while webhooks are flowing
+    (:meth:`handle_webhook`): by default a safety net that checks after two minutes.
 
     A research leaves :attr:`active_requests` when it is seen to end (any terminal
     status), when it is stopped through the manager, and when :meth:`research` returns or
@@ -93,6 +75,7 @@ class ResearchManager:
         max_concurrent_stops: int = 32,
         on_status_change: StatusChangeCallback | None = None,
         exit_timeout: float | None = None,
+        push_poll_policy: PollPolicy = SAFETY_NET,
     ) -> None:
         if not isinstance(client, FayClient):
             raise TypeError(
@@ -101,8 +84,10 @@ class ResearchManager:
             )
         if poll_policy is None:
             poll_policy = PollPolicy()
-        if not isinstance(poll_policy, PollPolicy):
-            raise TypeError(f"poll_policy must be a PollPolicy, got {type(poll_policy).__name__}")
+        for name, policy in (("poll_policy", poll_policy), ("push_poll_policy", push_poll_policy)):
+            if not isinstance(policy, PollPolicy):
+                raise TypeError(f"{name} must be a PollPolicy, got {type(policy).__name__}")
+        self.push_poll_policy = push_poll_policy
         self.client = client
         self.poll_policy = poll_policy
         self.cancel_on_exit = bool(cancel_on_exit)
@@ -111,8 +96,9 @@ class ResearchManager:
         self.exit_timeout = check_timeout(exit_timeout, "exit_timeout")
         self._on_status_change = check_callable(on_status_change, "on_status_change")
         self._registry: Registry = MemoryRegistry()
-        self._state = _State.NEW
-        self._running: _Running | None = None
+        self._outputs = OutputCache()
+        self._state = State.NEW
+        self._running: Running | None = None
 
     def __repr__(self) -> str:
         return (
@@ -150,9 +136,14 @@ class ResearchManager:
     # --- entering and leaving ---------------------------------------------------------------
 
     async def __aenter__(self) -> ResearchManager:
-        if self._state is not _State.NEW:
+        if self._state is not State.NEW:
             raise RuntimeError("a ResearchManager can be entered only once")
-        poller = StatusPoller(self.client, self.poll_policy, on_change=self._status_changed)
+        poller = StatusPoller(
+            self.client,
+            self.poll_policy,
+            on_change=self._status_changed,
+            push_policy=self.push_poll_policy,
+        )
         group = HostedTaskGroup()
         tg = await group.open()
         poller_scope: anyio.CancelScope = await tg.start(self._run_poller, poller)
@@ -168,10 +159,10 @@ class ResearchManager:
             self._registry,
             stops,
             task_group=tg,
-            stop_all_new=lambda: self._state is not _State.OPEN and self.cancel_on_exit,
+            stop_all_new=lambda: self._state is not State.OPEN and self.cancel_on_exit,
         )
-        self._running = _Running(group, tg, poller, poller_scope, stops, creates)
-        self._state = _State.OPEN
+        self._running = Running(group, tg, poller, poller_scope, stops, creates)
+        self._state = State.OPEN
         return self
 
     async def __aexit__(
@@ -181,9 +172,9 @@ class ResearchManager:
         traceback: types.TracebackType | None,
     ) -> None:
         running = self._running
-        if running is None or self._state is not _State.OPEN:
+        if running is None or self._state is not State.OPEN:
             raise RuntimeError("this ResearchManager was not entered")
-        self._state = _State.CLOSING
+        self._state = State.CLOSING
         try:
             if self.cancel_on_exit and self._registry:
                 with anyio.CancelScope(shield=True):
@@ -203,7 +194,7 @@ class ResearchManager:
         finally:
             running.poller.close()
             running.poller_scope.cancel()
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             await running.group.close()
 
     @staticmethod
@@ -216,8 +207,8 @@ class ResearchManager:
             task_status.started(scope)
             await poller.run()
 
-    def _check_open(self) -> _Running:
-        if self._state is not _State.OPEN or self._running is None:
+    def _check_open(self) -> Running:
+        if self._state is not State.OPEN or self._running is None:
             raise RuntimeError(
                 "the ResearchManager is not open: use it as `async with ResearchManager(client)"
                 " as manager:` and call it inside that block"
@@ -242,7 +233,7 @@ class ResearchManager:
         can stop it.
         """
         self._check_open()
-        request = _request(prompt, structured_output, output_schema)
+        request = create_request(prompt, structured_output, output_schema)
         return await self._create(request)
 
     async def _create(
@@ -310,6 +301,28 @@ class ResearchManager:
         await self._learned(info)
         return info
 
+    async def handle_webhook(self, event: Pushed) -> None:
+        """Take in a pushed event (a :class:`~fay_async.webhooks.WebhookEvent`).
+
+        Its status goes into the same state the poller keeps: waiters on the research
+        wake at once, :meth:`watch` yields it, an Error event makes them raise
+        :class:`ResearchFailedError` with its message, and an Output event's output is
+        kept so :meth:`research` needs no output call. While events keep coming, the
+        poller checks only on the ``push_poll_policy`` schedule, a safety net for a lost
+        delivery. An event of another type (the dashboard's test event) is ignored, and
+        so is any event once the manager is closed.
+        """
+        running = self._running
+        if running is None or self._state is not State.OPEN:
+            return
+        info = event.info
+        if info is None or event.request_id is None:
+            return
+        running.poller.pushed()
+        info = merged(running.poller.last_info(info.request_id), info)
+        self._outputs.keep(event, info)
+        await self._learned(info)
+
     async def _learned(self, info: ConversationInfo) -> None:
         """Feed a status learnt outside the poller into the state the poller keeps."""
         running = self._check_open()
@@ -337,208 +350,3 @@ class ResearchManager:
                     await result
             except Exception:
                 logger.exception("on_status_change failed for research %s", request_id)
-
-    # --- research with timeout --------------------------------------------------------------
-
-    async def research(
-        self,
-        prompt: str,
-        *,
-        timeout: float | None = 300.0,  # noqa: ASYNC109 - the documented flow has a timeout
-        structured_output: bool = False,
-        output_schema: Mapping[str, Any] | None = None,
-        on_created: Callable[[str], object] | None = None,
-        before_create: Callable[[], object] | None = None,
-    ) -> ResearchResult:
-        """Start a research, wait for it (at most ``timeout`` s), and return its output.
-
-        On timeout the research is stopped and :class:`ResearchTimeoutError` raised
-        (``stopped=True``), unless that stop finds it had just COMPLETED or FAILED: it is
-        then reported as if the wait had seen it end (its output returned, or
-        :class:`ResearchFailedError` raised). If the caller is cancelled, the research is
-        stopped and the cancellation goes on. FAILED / STOPPED raise as in
-        :meth:`wait_for_completion`.
-
-        ``timeout`` bounds only the wait for the research to end. It starts once the
-        create has been answered and ``on_created`` has returned: the wait for a create
-        slot, the create itself and ``on_created`` are not counted, nor are what comes
-        after the wait (fetching the output, or the stop after a timeout, which
-        ``stop_grace`` bounds).
-
-        ``on_created(request_id)`` (a function or coroutine function) is called once the
-        research exists, to record its id; if it raises, the research is stopped and the
-        error propagates.
-        ``before_create()`` (a plain function) is called just before the create is sent,
-        after any wait for a create slot: a journal marks there that a research may exist
-        from then on, even if the process dies before the answer arrives.
-        """
-        limit = check_timeout(timeout)
-        self._check_open()
-        request = _request(prompt, structured_output, output_schema)
-        check_callable(on_created, "on_created")
-        check_callable(before_create, "before_create")
-        request_id = await self._create(request, before_create)
-        return await self._follow(request_id, limit, on_created)
-
-    async def resume_research(
-        self,
-        request_id: str,
-        *,
-        prompt: str | None = None,
-        timeout: float | None = 300.0,  # noqa: ASYNC109 - the documented flow has a timeout
-    ) -> ResearchResult:
-        """Follow a research that already exists (after a restart, say) as :meth:`research` does.
-
-        It is tracked, waited for at most ``timeout`` seconds from now (then stopped), and
-        its output returned.
-        """
-        validate_request_id(request_id)
-        limit = check_timeout(timeout)
-        self._check_open()
-        self.track(request_id, prompt=prompt)
-        return await self._follow(request_id, limit, None)
-
-    async def _follow(
-        self, request_id: str, limit: float, on_created: Callable[[str], object] | None
-    ) -> ResearchResult:
-        """The rest of :meth:`research` once ``request_id`` is tracked (no await before try)."""
-        stops = self._check_open().stops
-        ended = False  # the research is known to have ended, or its stop was attempted
-        try:
-            if on_created is not None:
-                created = on_created(request_id)
-                if inspect.isawaitable(created):
-                    await created
-            timed_out: ResearchTimeoutError | None = None
-            try:
-                info = await self._wait(request_id, anyio.current_time() + limit, limit)
-            except ResearchTimeoutError as error:
-                timed_out = error
-            ended = True
-            if timed_out is not None:
-                info = await self._stop_after_timeout(stops, timed_out, limit)
-            info = outcome(info)
-            output = await self.client.get_output(request_id)
-            return ResearchResult(info=info, output=output)
-        except BaseException:
-            if not ended:
-                await stops.job_for(request_id).settled()
-            raise
-        finally:
-            # Untrack a research that ended, unless stopping it failed (then it is retried).
-            if request_id not in stops and request_id not in stops.unstoppable:
-                self._registry.discard(request_id)
-
-    async def _stop_after_timeout(
-        self, stops: Stops, timed_out: ResearchTimeoutError, limit: float
-    ) -> ConversationInfo:
-        """Stop a research that timed out and raise; or its info if it had just ended.
-
-        When the stop finds the research already COMPLETED or FAILED, the timeout lost the
-        race with the end: its status is fetched and it is reported as if the wait had
-        seen it end (its output is returned, or its failure raised).
-        """
-        request_id = timed_out.request_id
-        job = stops.job_for(request_id)
-        await job.settled()
-        if job.result is None or job.result.status not in _ENDED_ON_ITS_OWN:
-            raise timeout_outcome(timed_out, job, limit) from job.error
-        return await self.client.get_status(request_id)
-
-    # --- stop -------------------------------------------------------------------------------
-
-    async def cancel_research(self, request_id: str) -> StopResult:
-        """Stop a tracked research and untrack it.
-
-        An id that is not tracked raises :class:`NotTrackedError`. A research that had
-        already ended is reported with its real final status. One the service does not
-        know raises :class:`NotFoundError` and is untracked: there is nothing to stop. Any
-        other failure raises, and the id stays tracked.
-        """
-        validate_request_id(request_id)
-        stops = self._check_open().stops
-        if request_id not in self._registry:
-            raise NotTrackedError(
-                f"research {request_id} not found in active requests", request_id=request_id
-            )
-        job = stops.job_for(request_id, check_first=self._status_unknown(request_id))
-        await job.settled()
-        return job.outcome()
-
-    def _status_unknown(self, request_id: str) -> bool:
-        """Whether nothing is known of a tracked research's status (tracked by id only).
-
-        Its stop then checks the status first, as the documented "stop if needed" does:
-        a status call is cheaper than a stop call under every published tier.
-        """
-        entry = self._registry.get(request_id)
-        return entry is not None and entry.status is None
-
-    async def cancel_all_research(
-        self,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a bound on the whole, as documented
-    ) -> dict[str, StopResult | FayError]:
-        """Stop every tracked research concurrently; return each outcome; never raise.
-
-        Waits until every stop settled, then untracks all of them, stopped or not. The
-        stops wait for their turn (the client's stop budget, ``max_concurrent_stops`` at
-        a time); each one sent gets ``stop_grace`` seconds. ``timeout`` bounds the whole:
-        stops not sent by then are not sent at all. Each outcome is a
-        :class:`StopResult`, or the error of a stop that failed: a
-        :class:`StopTimeoutError` says whether it was ever sent (``sent``), a
-        :class:`NotFoundError` that the service does not know the research.
-        """
-        limit = check_timeout(timeout)
-        self._check_open()
-        return await self._cancel_all(limit)
-
-    async def _cancel_all(self, limit: float = math.inf) -> dict[str, StopResult | FayError]:
-        assert self._running is not None  # noqa: S101 - open or closing
-        stops = self._running.stops
-        jobs = {
-            request_id: stops.job_for(request_id, check_first=self._status_unknown(request_id))
-            for request_id in self._registry.ids()
-        }
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(limit):
-                for job in jobs.values():
-                    await job.done.wait()
-            for job in jobs.values():
-                job.give_up_queueing()  # nothing for those sent, or done
-                await job.done.wait()
-        for request_id in jobs:
-            self._registry.discard(request_id)
-            stops.unstoppable.discard(request_id)
-        return {request_id: job.report() for request_id, job in jobs.items()}
-
-    async def _stop_settled(self, job: StopJob) -> None:
-        """What the manager learns from a stop that is over (before its waiters wake)."""
-        running = self._running
-        assert running is not None  # noqa: S101 - stops run only once entered
-        request_id = job.request_id
-        if job.result is None:
-            if isinstance(job.error, NotFoundError):
-                self._registry.discard(request_id)
-            return
-        self._registry.discard(request_id)
-        if self._state is not _State.OPEN:
-            return  # the poller is closing: its waiters hear that the manager closed
-        if job.result.status is ResearchStatus.STOPPED:
-            await running.poller.settle(request_id, job.result.status)
-        else:  # it had ended on its own: a check gives waiters its real final info
-            running.poller.poll_soon(request_id)
-
-
-#: What a stop may find a research that ended without it: then it was not stopped.
-_ENDED_ON_ITS_OWN: Final = frozenset({ResearchStatus.COMPLETED, ResearchStatus.FAILED})
-
-
-def _request(
-    prompt: str, structured_output: bool, output_schema: Mapping[str, Any] | None
-) -> CreateRequest:
-    return CreateRequest(
-        prompt=prompt,
-        structured_output=structured_output,
-        output_schema=output_schema,
-    )

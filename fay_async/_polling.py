@@ -1,23 +1,4 @@
-"""Status polling: how often a research is checked, and one scheduler for all of them.
-
-:class:`PollPolicy` says how long to wait between two status checks of one research.
-Its defaults follow the documented guidance where it matters and depart from it where
-the rate limits force it:
-
-* **PROCESSING**: every 2.5 s ± 20 % (2-3 s, as documented). A research usually finishes
-  from this state, so this interval sets the detection lag: about 1.25 s on average.
-* **PENDING**: first after 3 s (± 20 %), then each wait 1.6 times the last, up to 15 s. A
-  queued research only needs to be seen to start; checking it every 2 s for a minute of
-  queueing would spend most of the budget on "still PENDING". The cap of 15 s is close to a
-  typical processing time, so a research that starts while we wait is still usually seen
-  PROCESSING, and then followed closely.
-* An unknown status is polled like PENDING (it is not terminal: keep looking, slowly).
-
-For researches queued 45-55 s and processed 10-15 s (the emulator's defaults) this makes
-~8.6 status checks each instead of ~31.7 for a fixed 2-s loop (27 %), with a mean
-detection lag of 1.1-1.5 s instead of 0.85 s (``tests/test_polling.py`` measures it). The
-documented loop would spend 1,800 checks an hour per research: 18 times the Free tier's
-whole budget.
+"""Status polling: one scheduler for every research being waited on.
 
 :class:`StatusPoller` polls every watched research from one scheduler task, earliest due
 first, never faster than the client's status budget allows: with ``N`` researches watched
@@ -34,7 +15,7 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import anyio.abc
@@ -42,7 +23,7 @@ import attrs
 
 from ._client import FayClient
 from ._models import ConversationInfo, ResearchStatus
-from ._validators import attrs_seconds, check_seconds
+from ._policy import SAFETY_NET, PollPolicy
 from .exceptions import (
     APIConnectionError,
     FayError,
@@ -51,78 +32,16 @@ from .exceptions import (
     UnexpectedResponseError,
 )
 
-__all__ = ["PollPolicy", "StatusPoller", "Watch", "is_transient"]
+__all__ = ["PUSH_WINDOW", "StatusPoller", "Watch", "is_transient"]
 
 logger: Final = logging.getLogger("fay_async")
 
 #: Terminal statuses remembered per poller, so a late waiter does not spend a status call.
 _FINISHED_CACHE: Final = 1024
 
-
-_positive = attrs_seconds()
-
-
-def _growth(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    check_seconds(value, f"PollPolicy.{attribute.name}")
-    if value < 1 or value > 10:
-        raise ValueError(f"PollPolicy.{attribute.name} must be between 1 and 10, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class PollPolicy:
-    """How long to wait between status checks of one research (see the module docstring).
-
-    Each status has a schedule: the first wait after the status was first seen, a growth
-    factor per check, and a cap. ``jitter`` spreads every wait by ± that fraction, so many
-    researches started together do not poll in lockstep. After a transient error (5xx,
-    network, timeout) the next check waits ``retry_first`` doubling up to ``retry_max``.
-    """
-
-    pending_first: float = attrs.field(default=3.0, validator=_positive)
-    pending_growth: float = attrs.field(default=1.6, validator=_growth)
-    pending_max: float = attrs.field(default=15.0, validator=_positive)
-    processing_first: float = attrs.field(default=2.5, validator=_positive)
-    processing_growth: float = attrs.field(default=1.0, validator=_growth)
-    processing_max: float = attrs.field(default=2.5, validator=_positive)
-    jitter: float = attrs.field(default=0.2)
-    retry_first: float = attrs.field(default=1.0, validator=_positive)
-    retry_max: float = attrs.field(default=30.0, validator=_positive)
-
-    @jitter.validator
-    def _check_jitter(self, _attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-            raise ValueError(f"PollPolicy.jitter must be in [0, 1), got {value!r}")
-
-    def __attrs_post_init__(self) -> None:
-        for first, cap in (
-            ("pending_first", "pending_max"),
-            ("processing_first", "processing_max"),
-            ("retry_first", "retry_max"),
-        ):
-            if getattr(self, cap) < getattr(self, first):
-                raise ValueError(f"PollPolicy.{cap} must not be smaller than {first}")
-
-    def base_interval(self, status: ResearchStatus | None, checks: int) -> float:
-        """The wait (before jitter) after ``checks`` checks that all saw ``status``."""
-        if status is ResearchStatus.PROCESSING:
-            first, growth, cap = self.processing_first, self.processing_growth, self.processing_max
-        else:
-            first, growth, cap = self.pending_first, self.pending_growth, self.pending_max
-        return min(cap, first * growth ** min(max(checks, 0), 64))
-
-    def interval(self, status: ResearchStatus | None, checks: int, rng: random.Random) -> float:
-        """The wait before the next check, jitter included."""
-        return self._jittered(self.base_interval(status, checks), rng)
-
-    def retry_delay(self, failures: int, rng: random.Random) -> float:
-        """The wait after ``failures`` transient errors in a row (at least 1)."""
-        base = min(self.retry_max, self.retry_first * 2.0 ** min(max(failures - 1, 0), 64))
-        return self._jittered(base, rng)
-
-    def _jittered(self, seconds: float, rng: random.Random) -> float:
-        if not self.jitter:
-            return seconds
-        return seconds * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+#: Webhooks are "flowing" for this many seconds after the last one arrived: meanwhile the
+#: poller keeps to its safety-net schedule.
+PUSH_WINDOW: Final = 900.0
 
 
 def is_transient(error: BaseException) -> bool:
@@ -179,12 +98,15 @@ class StatusPoller:
         policy: PollPolicy,
         *,
         on_change: StatusCallback | None = None,
+        push_policy: PollPolicy = SAFETY_NET,
         max_in_flight: int = 32,
         finished_cache: int = _FINISHED_CACHE,
         rng: random.Random | None = None,
     ) -> None:
         self._client = client
-        self._policy = policy
+        self._poll_policy = policy
+        self._push_policy = push_policy
+        self._pushed_at: float | None = None
         self._on_change = on_change
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._watches: dict[str, Watch] = {}
@@ -197,6 +119,43 @@ class StatusPoller:
         self._max_in_flight = max_in_flight
         self._closed: BaseException | None = None
         self.checks = 0
+
+    @property
+    def _policy(self) -> PollPolicy:
+        """The schedule in force: the safety net while webhooks are flowing."""
+        return self._push_policy if self.pushes_flowing else self._poll_policy
+
+    @property
+    def pushes_flowing(self) -> bool:
+        """Whether a webhook arrived in the last :data:`PUSH_WINDOW` seconds."""
+        return self._pushed_at is not None and anyio.current_time() - self._pushed_at < PUSH_WINDOW
+
+    def pushed(self) -> None:
+        """A webhook arrived: keep to the safety-net schedule from now on, for a while.
+
+        When pushes start to flow, every check already scheduled is put off to where the
+        safety net would have it (never earlier than it was).
+        """
+        flowing = self.pushes_flowing
+        self._pushed_at = anyio.current_time()
+        if flowing:
+            return
+        for watch in list(self._watches.values()):
+            if watch.settled or watch.in_flight:
+                continue
+            later = anyio.current_time() + self._policy.interval(
+                watch.status, watch.checks, self._rng
+            )
+            if later > watch.due:
+                watch.due = later
+                self._schedule(watch)
+
+    def last_info(self, request_id: str) -> ConversationInfo | None:
+        """The latest info of a research this poller watches or has seen end."""
+        watch = self._watches.get(request_id)
+        if watch is not None and watch.info is not None:
+            return watch.info
+        return self._finished.get(request_id)
 
     @property
     def polled(self) -> int:
@@ -417,7 +376,7 @@ class StatusPoller:
             watch.failures += 1
             wait = error.retry_after if isinstance(error, RateLimitError) else None
             if wait is None:
-                wait = self._policy.retry_delay(watch.failures, self._rng)
+                wait = self._poll_policy.retry_delay(watch.failures, self._rng)
             logger.info("status check of %s failed (%s); retry in %.1fs", request_id, error, wait)
             self._next_due(watch, wait)
             return
