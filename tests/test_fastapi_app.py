@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from fay_async import ResearchStatus
+from fay_async import ResearchManager, ResearchStatus
 from fay_async.testing import FayEmulator, Scenario
 
 from ._emulated import running
@@ -105,3 +105,23 @@ async def test_a_client_leaving_the_example_under_uvicorn_stops_its_research() -
         await eventually(lambda: running(emulator) == [])
     [research] = emulator.researches()
     assert research.status is S.STOPPED
+
+
+def readme_block(containing: str) -> str:
+    blocks = README.read_text(encoding="utf-8").split("```python\n")[1:]
+    [block] = [b.split("```", 1)[0] for b in blocks if containing in b]
+    return block
+
+
+@pytest.mark.anyio
+async def test_the_readme_hand_over_snippet() -> None:
+    namespace: dict[str, Any] = {}
+    exec(readme_block("async def hand_over"), namespace)  # noqa: S102 - the README's own code
+    emulator = FayEmulator(scenario=scenario, seed=8)
+    async with emulator.client() as fay, ResearchManager(fay) as manager:
+        request_id = await manager.start_research("slow")
+        answer = await namespace["hand_over"](fay, manager, request_id)
+        assert json.loads(answer)["status"] == "PENDING"
+        assert request_id not in manager.active_requests
+    assert running(emulator) == [request_id]  # left to whoever took it over
+    assert emulator.call_counts()["status"] == 2
