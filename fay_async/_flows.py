@@ -265,11 +265,11 @@ class ManagerFlows:
                 self._registry.discard(request_id)
             return
         self._registry.discard(request_id)
-        if self._state is not State.OPEN:
-            return  # the poller is closing: its waiters hear that the manager closed
         if job.result.status is ResearchStatus.STOPPED:
+            # Its waiters learn it now, even while the manager closes: they raise
+            # ResearchStoppedError rather than hear only that the manager went away.
             await running.poller.settle(request_id, job.result.status)
-        else:  # it had ended on its own: a check gives waiters its real final info
+        elif self._state is State.OPEN:  # it ended on its own: a check gives its real info
             running.poller.poll_soon(request_id)
 
 

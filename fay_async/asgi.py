@@ -21,21 +21,32 @@ handler works. It never takes a message from the app: whatever it reads before t
 disconnect (the request body, when the app has not read it yet) is kept and handed to
 the app's own ``receive()`` calls in order, and only one of the two ever waits in the
 server's ``receive()`` at a time.
+
+A server that shuts down waits for the requests in flight before it runs the app's
+lifespan shutdown (uvicorn: for ``--timeout-graceful-shutdown`` seconds, by default for
+ever), so a handler awaiting a research would hold the shutdown until the research ends.
+:class:`CancelOnDisconnect` therefore also cancels every request in flight as soon as the
+process gets a shutdown signal (``SIGTERM``, ``SIGINT``): their researches stop, their
+clients get ``503 Service Unavailable`` (or the end of a response already streaming), and
+the server goes on to close the manager in its lifespan shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import signal
+import threading
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from types import FrameType, TracebackType
 from typing import Any, Final, Protocol, TypeAlias
 
 import anyio
 import anyio.abc
 
-__all__ = ["CancelOnDisconnect", "DisconnectWatch", "cancel_on_disconnect"]
+__all__ = ["SHUTDOWN_SIGNALS", "CancelOnDisconnect", "DisconnectWatch", "cancel_on_disconnect"]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -47,6 +58,12 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Beyond this it waits for the app to take them, so a large upload keeps the server's
 #: flow control instead of piling up in memory.
 READ_AHEAD: Final = 1 << 16
+
+#: The signals with which servers (uvicorn, gunicorn's workers, hypercorn) are told to stop.
+SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+#: What a client whose request was cancelled by a shutdown gets, if nothing was sent yet.
+_UNAVAILABLE: Final = b"The server is shutting down; try again.\n"
 
 
 class HasReceive(Protocol):
@@ -126,20 +143,42 @@ class _Inbox:
 class _Request:
     """One HTTP request going through :class:`CancelOnDisconnect`."""
 
-    __slots__ = ("_send", "cancel_scope", "inbox", "watcher")
+    __slots__ = ("_send", "cancel_scope", "inbox", "shut_down", "started", "watcher")
 
     def __init__(self, receive: Receive, send: Send, cancel_scope: anyio.CancelScope) -> None:
         self.inbox = _Inbox(receive)
         self._send = send
         self.cancel_scope = cancel_scope
         self.watcher: asyncio.Task[None] | None = None
+        self.started = False  # the response has begun
+        self.shut_down = False  # cancelled because the server is shutting down
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
             # Complete from here on: a disconnect the watcher sees now is the normal end
             # of the exchange (uvicorn answers receive() with it), not a client leaving.
             self.inbox.complete = True
         await self._send(message)
+
+    def cancel_for_shutdown(self) -> None:
+        if not self.inbox.complete:
+            self.shut_down = True
+            self.cancel_scope.cancel()
+
+    async def end_for_shutdown(self) -> None:
+        """Answer a client still waiting when its handler was cancelled by a shutdown."""
+        if self.inbox.complete:
+            return
+        try:
+            if not self.started:
+                await self.send(_unavailable_start())
+                await self.send({"type": "http.response.body", "body": _UNAVAILABLE})
+            else:  # a stream (server-sent events, say) ends instead of breaking off
+                await self.send({"type": "http.response.body", "body": b""})
+        except Exception:  # noqa: BLE001 - the client is gone too: nobody to answer
+            return
 
     async def watch(self) -> None:
         if await self.inbox.until_disconnect():
@@ -154,11 +193,54 @@ class _Request:
             self.watcher = loop.create_task(self.watch())
 
 
+def _unavailable_start() -> Message:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(_UNAVAILABLE)),
+        (b"connection", b"close"),
+    ]
+    return {"type": "http.response.start", "status": 503, "headers": headers}
+
+
 def _running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # trio
         return None
+
+
+class _ChainedHandler:
+    """The process's handler of one shutdown signal: tell the middlewares, then the server.
+
+    The server's own handler (uvicorn's ``handle_exit``, say) runs after, as before; the
+    middlewares only schedule their :meth:`CancelOnDisconnect.shutdown` on their event
+    loops, which is safe from a signal handler.
+    """
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Callable[[int, FrameType | None], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        for listener in list(_listeners):
+            listener._signalled()
+        self.previous(signum, frame)
+
+
+_listeners: weakref.WeakSet[CancelOnDisconnect] = weakref.WeakSet()
+
+
+def _hook_signal(signum: signal.Signals) -> None:
+    """Put a :class:`_ChainedHandler` in front of the server's handler of ``signum``.
+
+    Only where the server handles the signal itself (a Python callable is installed): a
+    default or ignored signal is left alone, since nothing shuts down gracefully on it.
+    Servers that restore their previous handlers when they stop (uvicorn does) remove it.
+    """
+    current = signal.getsignal(signum)
+    if callable(current) and not isinstance(current, _ChainedHandler):
+        signal.signal(signum, _ChainedHandler(current))
 
 
 class CancelOnDisconnect:
@@ -179,9 +261,25 @@ class CancelOnDisconnect:
     its connection is not watched at all. A longer one gets a watcher task, so its
     client's disconnect is noticed at once, or ``watch_after`` seconds after the request
     began if it came sooner.
+
+    Shutdown: when the process gets one of ``shutdown_signals`` (and the server handles
+    that signal: uvicorn, gunicorn's uvicorn workers and hypercorn do), every request in
+    flight is cancelled the same way, at once, instead of holding the server's shutdown
+    until its research ends. A client still waiting gets ``503 Service Unavailable``
+    (``Connection: close``), a streaming response ends; requests that arrive later get the
+    503 straight away. :meth:`shutdown` does the same without a signal. The signal
+    handler is installed, in front of the server's own, when the app starts (its lifespan
+    startup, or its first request), from the main thread only; ``shutdown_signals=()``
+    installs none.
     """
 
-    def __init__(self, app: ASGIApp, *, watch_after: float = 0.05) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        watch_after: float = 0.05,
+        shutdown_signals: Iterable[int] = SHUTDOWN_SIGNALS,
+    ) -> None:
         if (
             isinstance(watch_after, bool)
             or not isinstance(watch_after, (int, float))
@@ -191,11 +289,60 @@ class CancelOnDisconnect:
             raise ValueError(f"watch_after must be a number of seconds >= 0, got {watch_after!r}")
         self.app = app
         self.watch_after = float(watch_after)
+        self.shutdown_signals = _signals(shutdown_signals)
+        #: True once :meth:`shutdown` ran (a shutdown signal came): new requests get a 503.
+        self.shutting_down = False
+        self._requests: set[_Request] = set()
+        self._listening = False
+        self._call_soon: Callable[[Callable[[], object]], object] | None = None
+
+    def shutdown(self) -> None:
+        """Cancel every request in flight, as a shutdown signal does; refuse new ones (503).
+
+        Call it from the app's event loop (a shutdown signal schedules it there).
+        """
+        self.shutting_down = True
+        for request in list(self._requests):
+            request.cancel_for_shutdown()
+
+    def _signalled(self) -> None:
+        """In a signal handler: run :meth:`shutdown` on the app's event loop, soon."""
+        call_soon = self._call_soon
+        if call_soon is None:
+            return
+        try:
+            call_soon(self.shutdown)
+        except RuntimeError:  # that event loop has ended: nothing is in flight there
+            self._call_soon = None
+
+    def _listen(self) -> None:
+        """Start listening for the shutdown signals, on behalf of this event loop."""
+        self._listening = True
+        if not self.shutdown_signals or threading.current_thread() is not threading.main_thread():
+            return
+        loop = _running_asyncio_loop()
+        if loop is not None:
+            self._call_soon = loop.call_soon_threadsafe
+        else:
+            import trio  # noqa: PLC0415 - not asyncio: anyio's other backend
+
+            self._call_soon = trio.lowlevel.current_trio_token().run_sync_soon
+        _listeners.add(self)
+        for signum in self.shutdown_signals:
+            _hook_signal(signum)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI 3 entry point."""
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                self._listen()  # each startup: the server may have installed new handlers
             await self.app(scope, receive, send)
+            return
+        if not self._listening:
+            self._listen()
+        if self.shutting_down:
+            await send(_unavailable_start())
+            await send({"type": "http.response.body", "body": _UNAVAILABLE})
             return
         loop = _running_asyncio_loop()
         if loop is None:
@@ -205,30 +352,49 @@ class CancelOnDisconnect:
         # fires, and a task group with a sleeping task would cost more than they do.
         cancel_scope = anyio.CancelScope()
         request = _Request(receive, send, cancel_scope)
+        self._requests.add(request)
         timer = loop.call_later(self.watch_after, request.start_watching, loop)
         try:
             with cancel_scope:
                 await self.app(scope, request.inbox.receive, request.send)
         finally:
+            self._requests.discard(request)
             timer.cancel()
             watcher = request.watcher
             if watcher is not None and not watcher.done():
                 watcher.cancel()
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait({watcher})
+        if request.shut_down:
+            await request.end_for_shutdown()
 
     async def _with_task_group(self, scope: Scope, receive: Receive, send: Send) -> None:
         error: Exception | None = None
         async with anyio.create_task_group() as tg:
             request = _Request(receive, send, tg.cancel_scope)
-            tg.start_soon(request.watch_after, self.watch_after)
+            self._requests.add(request)
             try:
-                await self.app(scope, request.inbox.receive, request.send)
-            except Exception as exc:  # noqa: BLE001 - raised below, not as an ExceptionGroup
-                error = exc
-            tg.cancel_scope.cancel()
+                tg.start_soon(request.watch_after, self.watch_after)
+                try:
+                    await self.app(scope, request.inbox.receive, request.send)
+                except Exception as exc:  # noqa: BLE001 - raised below, not as an ExceptionGroup
+                    error = exc
+                tg.cancel_scope.cancel()
+            finally:
+                self._requests.discard(request)
         if error is not None:
             raise error
+        if request.shut_down:
+            await request.end_for_shutdown()
+
+
+def _signals(values: Iterable[int]) -> tuple[signal.Signals, ...]:
+    try:
+        return tuple(signal.Signals(value) for value in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"shutdown_signals must be signal numbers (signal.SIGTERM, ...), got {values!r}"
+        ) from None
 
 
 class DisconnectWatch:

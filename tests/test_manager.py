@@ -627,24 +627,32 @@ async def test_leaving_logs_the_stops_that_failed(
     assert "1 of 1 researches could not be stopped on exit" in caplog.text
 
 
-async def test_waits_in_progress_fail_when_the_manager_closes(
+async def test_waits_in_progress_end_when_the_manager_closes(
     emulator: FayEmulator, fay: FayClient
 ) -> None:
+    elsewhere = await fay.create_conversation("started elsewhere")
     errors: list[BaseException] = []
+
+    async def wait(request_id: str) -> None:
+        try:
+            await manager.wait_for_completion(request_id)
+        except (RuntimeError, ResearchStoppedError) as error:
+            errors.append(error)
+
     async with anyio.create_task_group() as tg, ResearchManager(fay) as manager:
         request_id = await manager.start_research("q")
-
-        async def wait() -> None:
-            try:
-                await manager.wait_for_completion(request_id)
-            except RuntimeError as error:
-                errors.append(error)
-
-        tg.start_soon(wait)
+        tg.start_soon(wait, request_id)
+        tg.start_soon(wait, elsewhere.request_id)
         await anyio.sleep(1)
-    assert len(errors) == 1
-    assert "closed while this research was being waited on" in str(errors[0])
+    # The tracked research is stopped on leaving, and its waiter hears so; the other is
+    # left running, and its waiter hears that the manager closed.
+    stopped, closed = sorted(errors, key=lambda e: isinstance(e, RuntimeError))
+    assert isinstance(stopped, ResearchStoppedError)
+    assert stopped.request_id == request_id
+    assert isinstance(closed, RuntimeError)
+    assert "closed while this research was being waited on" in str(closed)
     assert emulator.research(request_id).status is S.STOPPED
+    assert emulator.research(elsewhere.request_id).status.is_running
 
 
 # --- observing status changes ---------------------------------------------------------------

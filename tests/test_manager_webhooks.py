@@ -151,20 +151,25 @@ async def test_while_pushes_flow_polling_is_a_safety_net(
 async def test_pushes_stop_flowing_after_a_quiet_while(fay: FayClient) -> None:
     quick = FayEmulator(scenario=Scenario(pending_s=5000.0, processing_s=10.0))
     policy = PollPolicy(pending_first=10.0, pending_max=10.0, jitter=0.0)
-    async with quick.client() as client, ResearchManager(client, poll_policy=policy) as manager:
+    net = PollPolicy(pending_first=120.0, pending_growth=2.0, pending_max=600.0, jitter=0.0)
+    async with (
+        quick.client() as client,
+        ResearchManager(client, poll_policy=policy, push_poll_policy=net) as manager,
+    ):
         request_id = await manager.start_research("q")
         await manager.handle_webhook(event("Status", request_id, status="PENDING"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(manager.wait_for_completion, request_id)
             await anyio.sleep(100)
             assert quick.call_counts()["status"] == 0  # the safety net waits 2 minutes
-            # Past the push window and the last safety-net wait: back to the 10-s schedule.
-            await anyio.sleep(900 + 600)
+            # Checks at 120, 360 and 840 s on the safety net; the window ends at 900 s, so
+            # the check at 1440 s is the last one it schedules; then every 10 s.
+            await anyio.sleep(1500)
             before = quick.call_counts()["status"]
             await anyio.sleep(100)
             during_quiet = quick.call_counts()["status"] - before
             tg.cancel_scope.cancel()
-    assert 9 <= during_quiet <= 11
+    assert during_quiet == 10
 
 
 async def test_events_that_say_nothing_of_a_research_are_ignored(

@@ -44,7 +44,8 @@ async def test_the_per_call_options_snippet() -> None:
         created = await client.create_conversation("q")
         await anyio.sleep(3)
         names = await run(
-            snippet("client.with_options("), {"client": client, "request_id": created.request_id}
+            snippet("impatient = client.with_options("),
+            {"client": client, "request_id": created.request_id},
         )
         assert names["info"].status is fay_async.ResearchStatus.COMPLETED
         assert names["impatient"].rate_limiter is client.rate_limiter
