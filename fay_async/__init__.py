@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._batch import BatchItem, BatchResult, ResearchMany, research_many
-    from ._client import FayClient, validate_request_id
+    from ._client import FayClient
     from ._manager import ResearchManager
     from ._models import (
         ConversationInfo,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._policy import PollPolicy
     from ._ratelimit import RateLimits
     from ._registry import ActiveResearch
+    from ._validators import validate_request_id
     from .exceptions import (
         APIConnectionError,
         APIError,
@@ -95,7 +96,7 @@ _LOCATIONS: dict[str, str] = {
     "WebhookPayloadError": "exceptions",
     "WebhookVerificationError": "exceptions",
     "research_many": "_batch",
-    "validate_request_id": "_client",
+    "validate_request_id": "_validators",
 }
 
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import copy
-import ipaddress
 import math
-import os
-import re
-import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import attrs
 
 from . import _config, _wire
+from ._config import resolve_api_key, resolve_base_url
 from ._models import (
     ConversationInfo,
     ConversationOutput,
@@ -27,137 +24,18 @@ from ._models import (
 from ._ratelimit import Endpoint, RateLimiter, RateLimits, Slot, coerce_limits
 from ._retries import RetryPolicy
 from ._transport import Transport
-from ._validators import check_count, check_seconds
+from ._validators import check_count, check_seconds, validate_request_id
 from .exceptions import (
     APIError,
     ConfigurationError,
     ConversationAlreadyCompletedError,
-    InvalidRequestIdError,
 )
 
 if TYPE_CHECKING:
     import httpx
     from typing_extensions import Self
 
-__all__ = ["FayClient", "validate_request_id"]
-
-_FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")
-
-#: What request ids look like (UUIDs): such an id needs no closer look.
-_PLAIN_ID: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{_config.MAX_REQUEST_ID_LENGTH}}}")
-
-
-def validate_request_id(request_id: object) -> str:
-    """Return ``request_id`` if it is safe to put in a URL path; else raise.
-
-    Raises :class:`InvalidRequestIdError` (a ``ValueError``) for anything but a non-empty
-    string of at most 128 characters without ``/``, ``\\``, ``..``, ``?``, ``#``, ``%``,
-    white space or control characters, that is not a dot segment (``.``).
-    """
-    if type(request_id) is str and _PLAIN_ID.fullmatch(request_id):
-        return request_id
-    if not isinstance(request_id, str):
-        raise InvalidRequestIdError(
-            f"a request id must be a string, got {type(request_id).__name__}",
-            request_id=request_id,
-        )
-    if not request_id:
-        raise InvalidRequestIdError("the request id is empty", request_id=request_id)
-    if len(request_id) > _config.MAX_REQUEST_ID_LENGTH:
-        raise InvalidRequestIdError(
-            f"the request id is {len(request_id)} characters long; "
-            f"at most {_config.MAX_REQUEST_ID_LENGTH} are accepted",
-            request_id=request_id,
-        )
-    for bad in _FORBIDDEN_IN_ID:
-        if bad in request_id:
-            raise InvalidRequestIdError(
-                f"the request id {request_id!r} contains {bad!r}, which is not allowed in a "
-                "request id",
-                request_id=request_id,
-            )
-    if not request_id.strip("."):
-        # A URL path segment of dots is collapsed by URL normalisation: "." would turn
-        # /conversation/./status into /conversation/status.
-        raise InvalidRequestIdError(
-            f"the request id {request_id!r} is a dot segment, which a URL would collapse",
-            request_id=request_id,
-        )
-    for char in request_id:
-        if char.isspace() or unicodedata.category(char).startswith("C"):
-            raise InvalidRequestIdError(
-                f"the request id {request_id!r} contains white space or a control character",
-                request_id=request_id,
-            )
-    return request_id
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve_base_url(base_url: str | None, *, allow_insecure_http: bool) -> str:
-    if base_url is not None and not isinstance(base_url, str):
-        raise ConfigurationError(
-            f"base_url must be a string such as {_config.DEFAULT_BASE_URL!r}, "
-            f"got {type(base_url).__name__}"
-        )
-    raw = base_url if base_url is not None else os.environ.get(_config.BASE_URL_ENV)
-    if raw is None or not raw.strip():
-        return _config.DEFAULT_BASE_URL
-    source = "base_url" if base_url is not None else _config.BASE_URL_ENV
-    text = raw.strip()
-    try:
-        parts = urlsplit(text)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as error:
-        raise ConfigurationError(f"{source} {text!r} is not a valid URL: {error}") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise ConfigurationError(
-            f"{source} must be an http(s) origin such as {_config.DEFAULT_BASE_URL!r}, got {text!r}"
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigurationError(
-            f"{source} must not carry credentials, a query or a fragment, got {text!r}"
-        )
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
-        raise ConfigurationError(
-            f"{source} {text!r} uses plain http to a remote host, which would send the API "
-            "key in clear text; use https, or pass allow_insecure_http=True if the network "
-            "path is trusted"
-        )
-    path = parts.path.rstrip("/")
-    path = path.removesuffix(_config.API_PREFIX)
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def _resolve_api_key(api_key: str | None) -> str:
-    key: object = api_key if api_key is not None else os.environ.get(_config.API_KEY_ENV)
-    if key is not None and not isinstance(key, str):
-        raise ConfigurationError(f"the API key must be a string, got {type(key).__name__}")
-    if key is None or not key.strip():
-        raise ConfigurationError(
-            "no Fay API key: pass FayClient(api_key=...) or set the environment variable "
-            f"{_config.API_KEY_ENV} (for example: export {_config.API_KEY_ENV}=your-key)"
-        )
-    if key != key.strip() or any(c.isspace() or not c.isprintable() for c in key):
-        raise ConfigurationError(
-            "the API key contains white space or control characters; "
-            "check for a stray newline or quote where it is set"
-        )
-    if not key.isascii():
-        raise ConfigurationError(
-            "the API key contains characters that are not ASCII (a typographic quote or "
-            "dash pasted with it, say); check where it is set"
-        )
-    return key
+__all__ = ["FayClient"]
 
 
 @attrs.frozen(kw_only=True)
@@ -202,8 +80,8 @@ class FayClient:
         default_headers: Mapping[str, str] | None = None,
         allow_insecure_http: bool = False,
     ) -> None:
-        key = _resolve_api_key(api_key)
-        self._base_url = _resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        key = resolve_api_key(api_key)
+        self._base_url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         try:
             check_count(max_retries, "max_retries", minimum=0)
             timeout = check_seconds(timeout, "timeout")

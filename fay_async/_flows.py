@@ -18,7 +18,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._client import FayClient, validate_request_id
+from ._client import FayClient
 from ._creates import Creates
 from ._models import ConversationInfo, CreateRequest, ResearchResult, ResearchStatus, StopResult
 from ._outcomes import outcome, timeout_outcome
@@ -27,7 +27,7 @@ from ._pushes import OutputCache
 from ._registry import Registry
 from ._stops import StopJob, Stops
 from ._tasks import HostedTaskGroup
-from ._validators import check_callable, check_timeout
+from ._validators import check_callable, check_timeout, validate_request_id
 from .exceptions import FayError, NotFoundError, NotTrackedError, ResearchTimeoutError
 
 __all__ = ["ManagerFlows", "Running", "State", "create_request"]

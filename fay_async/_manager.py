@@ -21,7 +21,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from ._client import FayClient, validate_request_id
+from ._client import FayClient
 from ._creates import Creates
 from ._flows import ManagerFlows, Running, State, create_request
 from ._models import ConversationInfo, CreateRequest, ResearchStatus, StopResult
@@ -32,7 +32,13 @@ from ._pushes import OutputCache, Pushed, merged
 from ._registry import ActiveResearch, MemoryRegistry, Registry
 from ._stops import Stops
 from ._tasks import HostedTaskGroup
-from ._validators import check_callable, check_count, check_seconds, check_timeout
+from ._validators import (
+    check_callable,
+    check_count,
+    check_seconds,
+    check_timeout,
+    validate_request_id,
+)
 from ._waits import changes, until_settled
 from .exceptions import NotFoundError
 

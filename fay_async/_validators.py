@@ -9,10 +9,15 @@ value of the right type that is out of range (NaN included) raises ``ValueError`
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Callable
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 
 import attrs
+
+from ._config import MAX_REQUEST_ID_LENGTH
+from .exceptions import InvalidRequestIdError
 
 __all__ = [
     "attrs_count",
@@ -21,6 +26,7 @@ __all__ = [
     "check_count",
     "check_seconds",
     "check_timeout",
+    "validate_request_id",
 ]
 
 T = TypeVar("T")
@@ -99,3 +105,54 @@ def attrs_count(*, minimum: int = 1) -> Callable[[Any, attrs.Attribute[Any], Any
         check_count(value, f"{type(instance).__name__}.{attribute.name}", minimum=minimum)
 
     return validate
+
+
+_FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")
+
+#: What request ids look like (UUIDs): such an id needs no closer look.
+_PLAIN_ID: Final = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+
+
+def validate_request_id(request_id: object) -> str:
+    """Return ``request_id`` if it is safe to put in a URL path; else raise.
+
+    Raises :class:`InvalidRequestIdError` (a ``ValueError``) for anything but a non-empty
+    string of at most 128 characters without ``/``, ``\\``, ``..``, ``?``, ``#``, ``%``,
+    white space or control characters, that is not a dot segment (``.``).
+    """
+    if type(request_id) is str and _PLAIN_ID.fullmatch(request_id):
+        return request_id
+    if not isinstance(request_id, str):
+        raise InvalidRequestIdError(
+            f"a request id must be a string, got {type(request_id).__name__}",
+            request_id=request_id,
+        )
+    if not request_id:
+        raise InvalidRequestIdError("the request id is empty", request_id=request_id)
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidRequestIdError(
+            f"the request id is {len(request_id)} characters long; "
+            f"at most {MAX_REQUEST_ID_LENGTH} are accepted",
+            request_id=request_id,
+        )
+    for bad in _FORBIDDEN_IN_ID:
+        if bad in request_id:
+            raise InvalidRequestIdError(
+                f"the request id {request_id!r} contains {bad!r}, which is not allowed in a "
+                "request id",
+                request_id=request_id,
+            )
+    if not request_id.strip("."):
+        # A URL path segment of dots is collapsed by URL normalisation: "." would turn
+        # /conversation/./status into /conversation/status.
+        raise InvalidRequestIdError(
+            f"the request id {request_id!r} is a dot segment, which a URL would collapse",
+            request_id=request_id,
+        )
+    for char in request_id:
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            raise InvalidRequestIdError(
+                f"the request id {request_id!r} contains white space or a control character",
+                request_id=request_id,
+            )
+    return request_id

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import anyio.to_thread
 
-from fay_async._client import is_loopback
+from fay_async._config import is_loopback
 
 from ._emulator import ConnectionDropped, FayEmulator
 
