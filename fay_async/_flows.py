@@ -20,10 +20,17 @@ import attrs
 
 from ._client import FayClient
 from ._creates import Creates
-from ._models import ConversationInfo, CreateRequest, ResearchResult, ResearchStatus, StopResult
+from ._models import (
+    ConversationInfo,
+    ConversationOutput,
+    CreateRequest,
+    ResearchResult,
+    ResearchStatus,
+    StopResult,
+)
 from ._outcomes import outcome, timeout_outcome
 from ._polling import StatusPoller
-from ._pushes import OutputCache
+from ._pushes import OUTPUT_PUSH_WAIT, OutputCache
 from ._registry import Registry
 from ._stops import StopJob, Stops
 from ._tasks import HostedTaskGroup
@@ -161,7 +168,9 @@ class ManagerFlows:
             if timed_out is not None:
                 info = await self._stop_after_timeout(stops, timed_out, limit)
             info = outcome(info)
-            output = self._outputs.take(request_id) or await self.client.get_output(request_id)
+            output = await self._pushed_output(request_id)
+            if output is None:
+                output = await self.client.get_output(request_id)
             return ResearchResult(info=info, output=output)
         except BaseException:
             if not ended:
@@ -171,6 +180,13 @@ class ManagerFlows:
             # Untrack a research that ended, unless stopping it failed (then it is retried).
             if request_id not in stops and request_id not in stops.unstoppable:
                 self._registry.discard(request_id)
+
+    async def _pushed_output(self, request_id: str) -> ConversationOutput | None:
+        """The output an Output event brought, if webhooks are flowing (else None)."""
+        running = self._running
+        if running is None or not running.poller.pushes_flowing:
+            return self._outputs.take(request_id)
+        return await self._outputs.wait(request_id, OUTPUT_PUSH_WAIT)
 
     async def _stop_after_timeout(
         self, stops: Stops, timed_out: ResearchTimeoutError, limit: float

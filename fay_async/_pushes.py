@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Final, Protocol
 
+import anyio
 import attrs
 
 from ._models import ConversationInfo, ConversationOutput, ResearchStatus
 
-__all__ = ["OutputCache", "Pushed", "merged"]
+__all__ = ["OUTPUT_PUSH_WAIT", "OutputCache", "Pushed", "merged"]
 
 #: Outputs kept for researches whose waiter has not collected them yet.
 _OUTPUTS_KEPT: Final = 1024
+
+#: Seconds a waiter that saw COMPLETED pushed waits for the Output event (sent right
+#: after it) before it asks for the output itself.
+OUTPUT_PUSH_WAIT: Final = 2.0
 
 
 class Pushed(Protocol):
@@ -51,10 +56,11 @@ def merged(previous: ConversationInfo | None, pushed: ConversationInfo) -> Conve
 class OutputCache:
     """Outputs that came with an Output event, so the waiter needs no output call."""
 
-    __slots__ = ("_outputs",)
+    __slots__ = ("_arrived", "_outputs")
 
     def __init__(self) -> None:
         self._outputs: OrderedDict[str, ConversationOutput] = OrderedDict()
+        self._arrived: dict[str, anyio.Event] = {}
 
     def keep(self, event: Pushed, info: ConversationInfo) -> None:
         """Keep the output an event carries (the oldest goes when too many are kept)."""
@@ -67,6 +73,23 @@ class OutputCache:
         )
         while len(self._outputs) > _OUTPUTS_KEPT:
             self._outputs.popitem(last=False)
+        arrived = self._arrived.pop(info.request_id, None)
+        if arrived is not None:
+            arrived.set()
+
+    async def wait(self, request_id: str, seconds: float) -> ConversationOutput | None:
+        """The output of ``request_id`` once its event has come, waiting ``seconds`` at most."""
+        output = self.take(request_id)
+        if output is not None:
+            return output
+        arrived = self._arrived.setdefault(request_id, anyio.Event())
+        try:
+            with anyio.move_on_after(seconds):
+                await arrived.wait()
+        finally:
+            if self._arrived.get(request_id) is arrived:
+                del self._arrived[request_id]
+        return self.take(request_id)
 
     def take(self, request_id: str) -> ConversationOutput | None:
         """The output kept for ``request_id`` (then forgotten), or None."""

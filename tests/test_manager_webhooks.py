@@ -184,3 +184,26 @@ async def test_events_that_say_nothing_of_a_research_are_ignored(
         request_id = await manager.start_research("q")
     await manager.handle_webhook(completed(request_id))  # closed: nothing happens
     assert emulator.research(request_id).status is S.STOPPED
+
+
+async def test_without_its_output_event_the_output_is_fetched_after_a_short_wait(
+    emulator: FayEmulator, fay: FayClient
+) -> None:
+    quick = FayEmulator(scenario=Scenario(pending_s=5.0, processing_s=5.0))
+    slow = PollPolicy(pending_first=1000.0, pending_max=1000.0)  # only the push ends it
+    async with quick.client() as client, ResearchManager(client, poll_policy=slow) as manager:
+        created: list[str] = []
+        results = []
+
+        async def research() -> None:
+            results.append(await manager.research("q", on_created=created.append))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(research)
+            await anyio.sleep(11)  # the research has completed on the emulator
+            await manager.handle_webhook(completed(created[0]))  # its Output event is lost
+            pushed_at = anyio.current_time()
+        waited = anyio.current_time() - pushed_at
+    assert waited == pytest.approx(2.0)  # OUTPUT_PUSH_WAIT, then the output call
+    assert results[0].info.status is S.COMPLETED
+    assert quick.call_counts()["output"] == 1

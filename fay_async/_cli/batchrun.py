@@ -28,8 +28,8 @@ from fay_async import (
 from .inputs import BatchInputError, read_items
 from .journal import Journal, journal_path
 from .progress import BatchProgress, open_progress
+from .push import open_run
 from .run import EXIT_NOT_COMPLETED, EXIT_OK, UsageError
-from .target import make_manager, open_target
 
 __all__ = ["BatchSummary", "batch", "run_batch"]
 
@@ -286,7 +286,7 @@ async def batch(args: argparse.Namespace) -> int:
     items = read_items(args.file)
     out = _checked_out(Path(args.out), Path(args.file))
     with Journal(journal_path(out)) as journal, open_progress() as progress:
-        async with open_target(args) as target, make_manager(args, target) as manager:
+        async with open_run(args) as (target, manager):
             extra = {"emulated": True} if target.emulated else None
             summary = await run_batch(
                 manager,

@@ -16,8 +16,9 @@ import attrs
 
 from fay_async import ConversationInfo, ResearchStatus, StopResult
 
+from .push import open_run
 from .run import EXIT_OK, UsageError
-from .target import make_manager, open_target
+from .target import open_target
 
 __all__ = ["output", "read_schema", "research", "status", "stop"]
 
@@ -71,7 +72,7 @@ async def research(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise UsageError("the prompt is empty")
     schema = read_schema(args.schema) if args.schema else None
-    async with open_target(args) as target, make_manager(args, target) as manager:
+    async with open_run(args) as (target, manager):
         result = await manager.research(
             args.prompt,
             timeout=target.real_seconds(args.timeout),

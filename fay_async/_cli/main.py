@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -88,6 +89,18 @@ def _add_emulator(subparsers: _Subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and durations")
     parser.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        default=None,
+        help="POST a signed webhook event to URL at each status change (retried 3 times)",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        metavar="SECRET",
+        default=None,
+        help=f"the secret webhooks are signed with (default: ${_config.WEBHOOK_SECRET_ENV})",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default="info",
@@ -102,8 +115,18 @@ def _run_emulator(args: argparse.Namespace) -> int:
     if not args.api_key.strip() or any(c.isspace() for c in args.api_key):
         print("fay-async: --api-key must be a non-empty string without spaces", file=sys.stderr)
         return 2
+    secret = args.webhook_secret or os.environ.get(_config.WEBHOOK_SECRET_ENV) or None
+    problem = _webhook_problem(args.webhook_url, secret, args.webhook_secret)
+    if problem is not None:
+        print(f"fay-async: {problem}", file=sys.stderr)
+        return 2
     emulator = FayEmulator(
-        api_keys=[args.api_key], rate_limits=args.tier, speed=args.speed, seed=args.seed
+        api_keys=[args.api_key],
+        rate_limits=args.tier,
+        speed=args.speed,
+        seed=args.seed,
+        webhook_url=args.webhook_url,
+        webhook_secret=secret if args.webhook_url else None,
     )
 
     listening = False
@@ -114,6 +137,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
         tier = args.tier or "no"
         print(f"Fay emulator on {base_url} (speed x{args.speed:g}, {tier} rate limits)")
         print(f"export {_config.BASE_URL_ENV}={base_url} {_config.API_KEY_ENV}={args.api_key}")
+        if args.webhook_url:
+            print(f"Webhooks to {args.webhook_url}, signed with the webhook secret")
         print("Press Ctrl-C to stop.", flush=True)
 
     try:
@@ -131,6 +156,21 @@ def _run_emulator(args: argparse.Namespace) -> int:
         print(f"fay-async: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _webhook_problem(url: str | None, secret: str | None, given: str | None) -> str | None:
+    """What is wrong with ``fay-async emulator``'s webhook options, if anything."""
+    if url is None:
+        return None if given is None else "--webhook-secret needs --webhook-url"
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest.split("/")[0]:
+        return f"--webhook-url must be an http:// or https:// URL, got {url!r}"
+    if secret is None or not secret.strip():
+        return (
+            f"--webhook-url needs a secret to sign with: pass --webhook-secret or set "
+            f"{_config.WEBHOOK_SECRET_ENV}"
+        )
+    return None
 
 
 def _positive_int(text: str) -> int:
@@ -193,6 +233,35 @@ def _polling_options() -> argparse.ArgumentParser:
     return common
 
 
+def _webhook_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group(
+        "webhooks",
+        "Receive Fay's webhooks while waiting, besides polling: run a tunnel to this port and "
+        "register its URL in the Fay dashboard (with --emulator, the emulator delivers here).",
+    )
+    group.add_argument(
+        "--webhook-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="listen for webhooks on this port (0: any free port)",
+    )
+    group.add_argument(
+        "--webhook-host",
+        default=None,
+        metavar="HOST",
+        help="the address to listen on (default 127.0.0.1)",
+    )
+    group.add_argument(
+        "--webhook-secret",
+        default=None,
+        metavar="SECRET",
+        help=f"the webhook secret (default: ${_config.WEBHOOK_SECRET_ENV})",
+    )
+    return common
+
+
 def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
     """Run the async command ``name`` of the module ``module`` of this package."""
 
@@ -208,7 +277,7 @@ def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 def _add_research(subparsers: _Subparsers) -> None:
     parser = subparsers.add_parser(
         "research",
-        parents=[_connection_options(), _polling_options()],
+        parents=[_connection_options(), _polling_options(), _webhook_options()],
         help="run one research and print its output",
         description=(
             "Start a research, wait for it, and print its Markdown output (or JSON with "
@@ -273,7 +342,7 @@ def _add_stop(subparsers: _Subparsers) -> None:
 def _add_batch(subparsers: _Subparsers) -> None:
     parser = subparsers.add_parser(
         "batch",
-        parents=[_connection_options(), _polling_options()],
+        parents=[_connection_options(), _polling_options(), _webhook_options()],
         help="research many prompts, resumably",
         description=(
             "Research every prompt of FILE, --concurrency at a time, and write one JSON line "

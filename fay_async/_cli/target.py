@@ -58,9 +58,16 @@ def _rate_limits(tier: str | None, speed: float) -> RateLimits | None:
 
 
 @contextlib.asynccontextmanager
-async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
-    """The client for this invocation: ``--emulator`` or the service (key from the env)."""
+async def open_target(
+    args: argparse.Namespace, *, webhook_url: str | None = None, webhook_secret: str | None = None
+) -> AsyncIterator[Target]:
+    """The client for this invocation: ``--emulator`` or the service (key from the env).
+
+    With ``webhook_url``, the emulator delivers its webhooks there, signed with
+    ``webhook_secret`` (the service sends them where its dashboard says).
+    """
     tier = getattr(args, "tier", None)
+    delivering: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
     if args.emulator:
         from fay_async.testing import (  # noqa: PLC0415 - only --emulator needs it
             DEFAULT_API_KEY,
@@ -68,7 +75,15 @@ async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
         )
 
         say("using the built-in Fay emulator (no account, no network): every output is made up")
-        emulator = FayEmulator(api_keys=[DEFAULT_API_KEY], speed=EMULATOR_SPEED, rate_limits=tier)
+        emulator = FayEmulator(
+            api_keys=[DEFAULT_API_KEY],
+            speed=EMULATOR_SPEED,
+            rate_limits=tier,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret if webhook_url else None,
+        )
+        if webhook_url is not None:
+            delivering = emulator.delivering()
         client = emulator.client(rate_limits=_rate_limits(tier, EMULATOR_SPEED))
         speed, emulated = EMULATOR_SPEED, True
     else:
@@ -81,7 +96,7 @@ async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
             args.api_key, base_url=args.base_url, rate_limits=_rate_limits(tier, 1.0)
         )
         speed, emulated = 1.0, False
-    async with client:
+    async with client, delivering:
         yield Target(client=client, speed=speed, emulated=emulated)
 
 

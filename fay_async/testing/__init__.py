@@ -1,7 +1,8 @@
 """A testing kit for code that uses fay_async: a faithful local Fay API.
 
 :class:`FayEmulator` is an ASGI 3 application serving the four documented endpoints with
-research lifecycles on an injectable clock, optional rate limits and injectable faults.
+research lifecycles on an injectable clock, optional rate limits, injectable faults, and
+signed webhook deliveries (:meth:`FayEmulator.delivering`).
 Use it in-process with :meth:`FayEmulator.client`, over a loopback socket with
 :func:`serve` (or in the foreground with :func:`serve_forever`, as the ``fay-async
 emulator`` command does), or through the pytest fixtures ``fay_emulator``, ``fay_client``
@@ -24,6 +25,8 @@ from ._values import (
     Fault,
     ResearchState,
     Scenario,
+    WebhookDelivery,
+    WebhookFault,
 )
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "ManualClock",
     "ResearchState",
     "Scenario",
+    "WebhookDelivery",
+    "WebhookFault",
     "example_for_schema",
     "serve",
     "serve_forever",

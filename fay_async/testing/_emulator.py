@@ -36,6 +36,7 @@ from fay_async._models import ResearchStatus
 
 from ._clock import Clock
 from ._http import (
+    ASGIApp,
     ConnectionDropped,
     InProcessTransport,
     Receive,
@@ -73,13 +74,14 @@ from ._values import (
     Scenario,
     iso,
 )
+from ._webhooks import DEFAULT_TIMEOUT, WebhookMethods, webhooks_for
 
 __all__ = ["ConnectionDropped", "FayEmulator"]
 
 # --- the emulator ---------------------------------------------------------------------------
 
 
-class FayEmulator:
+class FayEmulator(WebhookMethods):
     """A faithful local Fay API: an ASGI 3 app with research lifecycles on its own clock.
 
     ``api_keys`` are the bearer keys it accepts (the first one is what :meth:`client`
@@ -88,7 +90,7 @@ class FayEmulator:
     ``anyio.current_time()`` in-process (virtual time in a virtual-time test) and
     ``time.monotonic()`` once served over a socket, so ``speed=50`` completes a default
     research in about 1.3 real seconds. Statuses are computed from timestamps when asked;
-    nothing runs in the background.
+    only webhook delivery runs in the background.
 
     ``scenario`` is a :class:`Scenario`, or a callable ``prompt -> Scenario``; by default a
     research waits 45-55 s, runs 10-15 s and completes, with durations and ids drawn from a
@@ -96,6 +98,9 @@ class FayEmulator:
     ``endpoint -> calls per hour`` or None (no limit): a sliding one-hour window per key and
     endpoint on the emulator's clock; beyond budget the answer is 429
     ``RATE_LIMIT_EXCEEDED`` with ``Retry-After`` in real seconds (emulator seconds / speed).
+
+    With ``webhook_url`` or ``webhook_app`` and ``webhook_secret`` it sends signed webhook
+    events while :meth:`delivering` runs (see :meth:`delivering` for the options).
     """
 
     def __init__(
@@ -107,6 +112,11 @@ class FayEmulator:
         rate_limits: str | Mapping[str, int] | None = None,
         speed: float = 1.0,
         seed: int | None = None,
+        webhook_url: str | None = None,
+        webhook_app: ASGIApp | None = None,
+        webhook_secret: str | bytes | None = None,
+        webhook_drop_rate: float = 0.0,
+        webhook_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if isinstance(api_keys, str):
             raise TypeError("api_keys must be an iterable of keys, not a single string")
@@ -141,6 +151,11 @@ class FayEmulator:
         self._calls: list[CallRecord] = []
         self._faults: dict[Endpoint, deque[PendingFault]] = {e: deque() for e in ENDPOINTS}
         self._windows: dict[tuple[str, Endpoint], deque[float]] = {}
+        self._webhooks = webhooks_for(
+            webhook_url, webhook_app, webhook_secret, webhook_drop_rate, webhook_timeout, seed
+        )
+        if self._webhooks is not None and clock is not None:
+            self._webhooks.recheck = 0.1  # an injected clock moves without waking the loop
 
     def __repr__(self) -> str:
         return (
@@ -220,10 +235,12 @@ class FayEmulator:
             return sum(entry.remaining for entry in self._faults[checked])
 
     def clear_faults(self) -> None:
-        """Forget every injected fault that has not fired yet."""
+        """Forget every injected fault (webhook faults too) that has not fired yet."""
         with self._lock:
             for queue in self._faults.values():
                 queue.clear()
+            if self._webhooks is not None:
+                self._webhooks.clear_faults()
 
     def _take_fault(self, endpoint: Endpoint) -> Fault | None:
         with self._lock:
@@ -313,7 +330,9 @@ class FayEmulator:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI 3 entry point (``http`` and ``lifespan`` scopes)."""
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await (_lifespan if self._webhooks is None else self._deliver_while_served)(
+                receive, send
+            )
         elif scope["type"] == "http":
             await serve_http(self, scope, receive, send)
 
@@ -343,6 +362,8 @@ class FayEmulator:
     def _introspect(self, path: str) -> _Answer:
         if path == "/_emulator/calls":
             return _Answer(200, _dump({"calls": [c.to_json() for c in self.calls()]}))
+        if path == "/_emulator/deliveries":
+            return _Answer(200, _dump({"deliveries": [d.to_json() for d in self.deliveries()]}))
         return _Answer(200, _dump({"researches": [r.to_json() for r in self.researches()]}))
 
     # --- the four endpoints -----------------------------------------------------------------
@@ -378,7 +399,10 @@ class FayEmulator:
                 return status_answer(research, now, self._iso)
             if endpoint == "output":
                 return output_answer(research, now)
-            return stop_answer(research, now)
+            answer = stop_answer(research, now)
+            if self._webhooks is not None:
+                self._webhooks.wake()  # the STOPPED event goes out now
+            return answer
 
     def _spend(self, key: str, endpoint: Endpoint, now: float) -> float | None:
         """Draw one call from the budget; else the emulator seconds until a slot frees."""
@@ -411,6 +435,8 @@ class FayEmulator:
             output=output_for(scenario, prompt, structured=structured, schema=schema),
         )
         self._researches[request_id] = research
+        if self._webhooks is not None:
+            self._webhooks.track(request_id)
         data = {"request_id": request_id, "status": "PENDING", "created_at": self._iso(now)}
         return _ok(data, request_id=request_id)
 

@@ -90,7 +90,9 @@ _ACTIONS: Final[Mapping[str, tuple[Endpoint, str]]] = {
     "output": ("output", "GET"),
     "stop": ("stop", "POST"),
 }
-_INTROSPECTION: Final = frozenset({"/_emulator/calls", "/_emulator/researches"})
+_INTROSPECTION: Final = frozenset(
+    {"/_emulator/calls", "/_emulator/deliveries", "/_emulator/researches"}
+)
 
 
 def _route(path: str) -> tuple[str, str | None, str] | None:

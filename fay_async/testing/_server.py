@@ -134,8 +134,10 @@ class EmulatorServer:
         """Start serving; return the base URL once the server accepts connections."""
         if self._thread is not None:
             raise RuntimeError("the emulator server is already running")
+        # The lifespan is what runs webhook delivery; without webhooks there is nothing to run.
+        lifespan = "off" if self.emulator.webhook_url is None else "on"
         config = uvicorn_config(
-            self.emulator, log_config=None, log_level="warning", access_log=False, lifespan="off"
+            self.emulator, log_config=None, log_level="warning", access_log=False, lifespan=lifespan
         )
         server = require_uvicorn().Server(config)
         sock = bind_socket(self._host, self._port)
@@ -159,6 +161,8 @@ class EmulatorServer:
         """Shut the server down and wait for its thread (a no-op when not running)."""
         if self._thread is None:
             return
+        # Webhook delivery ends first: a forced exit skips the lifespan's shutdown.
+        self.emulator._stop_delivering(self._startup_timeout)
         # A test server does not wait for requests still in flight (an injected latency,
         # say): their clients are gone, and the test should not wait for them either.
         self._server.should_exit = True

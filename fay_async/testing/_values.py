@@ -23,6 +23,9 @@ __all__ = [
     "FaultKind",
     "ResearchState",
     "Scenario",
+    "WebhookDelivery",
+    "WebhookFault",
+    "WebhookFaultKind",
     "iso",
 ]
 
@@ -247,4 +250,77 @@ class ResearchState:
             "error_message": self.error_message,
             "pending_s": self.scenario.pending_s,
             "processing_s": self.scenario.processing_s,
+        }
+
+
+WebhookFaultKind: TypeAlias = Literal["duplicate", "delay", "drop", "bad_signature"]
+
+
+@attrs.frozen(kw_only=True)
+class WebhookFault:
+    """A failure to inject into the next webhook deliveries; build one with a factory.
+
+    A fault applies to one event's delivery, retries included.
+    """
+
+    kind: WebhookFaultKind
+    seconds: float = 0.0
+
+    @classmethod
+    def duplicate(cls) -> WebhookFault:
+        """The event is sent twice, the same body with the same signature."""
+        return cls(kind="duplicate")
+
+    @classmethod
+    def delay(cls, seconds: float) -> WebhookFault:
+        """The event is sent ``seconds`` of emulator time late (later events overtake it)."""
+        return cls(kind="delay", seconds=_check_seconds("seconds", seconds))
+
+    @classmethod
+    def drop(cls) -> WebhookFault:
+        """The event is lost: never sent, never retried."""
+        return cls(kind="drop")
+
+    @classmethod
+    def bad_signature(cls) -> WebhookFault:
+        """Every attempt at the event is signed with another secret (a receiver refuses it)."""
+        return cls(kind="bad_signature")
+
+
+@attrs.frozen(kw_only=True)
+class WebhookDelivery:
+    """One attempt at delivering a webhook event (or an event a fault kept from being sent).
+
+    ``attempt`` counts from 1 (retries 2 to 4); ``time`` is the emulator's time of the
+    attempt; ``status_code`` is the receiver's answer, None when there was none and then
+    ``error`` says why (``"timeout"``, ``"dropped"``, or the connection error).
+    """
+
+    event_id: str
+    type: str
+    request_id: str
+    status: str
+    attempt: int
+    time: float
+    status_code: int | None
+    error: str | None = None
+    fault: WebhookFaultKind | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the receiver answered 2xx."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def to_json(self) -> dict[str, Any]:
+        """This record as a JSON-ready dict."""
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "request_id": self.request_id,
+            "status": self.status,
+            "attempt": self.attempt,
+            "time": self.time,
+            "status_code": self.status_code,
+            "error": self.error,
+            "fault": self.fault,
         }
