@@ -20,6 +20,7 @@ from benchmarks import (
     manager,
     overhead,
     polling,
+    pushes,
     sniffio_cost,
     startup,
     stops,
@@ -65,6 +66,12 @@ def test_manager_rows() -> None:
     assert 0 < _value(rows, "memory per tracked research") < 100_000
     assert _value(rows, "memory per awaited research, with its waiting task") > 0
     assert _value(rows, "cancel_all_research(), wall time") > 0
+
+
+def test_webhook_rows() -> None:
+    rows = pushes.run(quick=True)
+    _check(rows, expected=6)
+    assert all(row.ok for row in rows if row.target)
 
 
 def test_stops_rows() -> None:
@@ -139,4 +146,5 @@ def test_every_benchmark_has_a_name() -> None:
         "aiohttp",
         "sniffio",
         "stops",
+        "webhooks",
     }
