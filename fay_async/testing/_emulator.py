@@ -32,7 +32,6 @@ import anyio
 import httpx
 
 from fay_async._client import FayClient
-from fay_async._models import ResearchStatus
 
 from ._clock import Clock
 from ._http import (
@@ -51,15 +50,15 @@ from ._http import (
     serve_http,
 )
 from ._lifecycle import (
-    HOUR,
     PendingFault,
+    RateBudgets,
     Research,
     check_endpoint,
     coerce_limits,
-    error_message,
     output_answer,
     output_for,
     parse_create,
+    research_state,
     scenario_for,
     status_answer,
     stop_answer,
@@ -150,7 +149,7 @@ class FayEmulator(WebhookMethods):
         self._researches: dict[str, Research] = {}
         self._calls: list[CallRecord] = []
         self._faults: dict[Endpoint, deque[PendingFault]] = {e: deque() for e in ENDPOINTS}
-        self._windows: dict[tuple[str, Endpoint], deque[float]] = {}
+        self._budgets = RateBudgets(self._limits)
         self._webhooks = webhooks_for(
             webhook_url, webhook_app, webhook_secret, webhook_drop_rate, webhook_timeout, seed
         )
@@ -274,38 +273,18 @@ class FayEmulator(WebhookMethods):
         """The state of one research now; ``KeyError`` if the emulator never created it."""
         now = self.now()
         with self._lock:
-            return self._state(self._researches[request_id], now)
+            return research_state(self._wall, self._researches[request_id], now)
 
     def researches(self) -> list[ResearchState]:
         """The state of every research now, in creation order."""
         now = self.now()
         with self._lock:
-            return [self._state(r, now) for r in self._researches.values()]
+            return [research_state(self._wall, r, now) for r in self._researches.values()]
 
     def created_prompts(self) -> list[str]:
         """The prompt of every research created, in order (a duplicate means a double create)."""
         with self._lock:
             return [r.prompt for r in self._researches.values()]
-
-    def _state(self, research: Research, now: float) -> ResearchState:
-        status, started, ended = research.timeline(now)
-        created_at = self._wall(research.created)
-        assert created_at is not None  # noqa: S101 - a float always maps to a datetime
-        return ResearchState(
-            request_id=research.request_id,
-            conversation_id=research.conversation_id,
-            prompt=research.prompt,
-            structured_output=research.structured_output,
-            output_schema=research.output_schema,
-            status=status,
-            created_at=created_at,
-            started_at=self._wall(started),
-            completed_at=self._wall(ended),
-            stopped=status is ResearchStatus.STOPPED,
-            error_message=error_message(research, status),
-            output=research.output if status is ResearchStatus.COMPLETED else None,
-            scenario=research.scenario,
-        )
 
     # --- wiring -----------------------------------------------------------------------------
 
@@ -380,7 +359,7 @@ class FayEmulator(WebhookMethods):
         if key is None or key not in self._key_set:
             return _error(401, "INVALID_API_KEY", "Invalid or expired API key")
         with self._lock:
-            wait = self._spend(key, endpoint, now)
+            wait = self._budgets.spend(key, endpoint, now)
             if wait is not None:
                 seconds = max(1, math.ceil(wait / self._speed))
                 return _error(
@@ -403,19 +382,6 @@ class FayEmulator(WebhookMethods):
             if self._webhooks is not None:
                 self._webhooks.wake()  # the STOPPED event goes out now
             return answer
-
-    def _spend(self, key: str, endpoint: Endpoint, now: float) -> float | None:
-        """Draw one call from the budget; else the emulator seconds until a slot frees."""
-        limit = self._limits.get(endpoint)
-        if limit is None:
-            return None
-        window = self._windows.setdefault((key, endpoint), deque())
-        while window and window[0] <= now - HOUR:
-            window.popleft()
-        if len(window) >= limit:
-            return window[0] + HOUR - now
-        window.append(now)
-        return None
 
     def _create(self, body: bytes | None, now: float) -> _Answer:
         request = parse_create(body)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, Final
 
 import attrs
@@ -16,7 +18,7 @@ from fay_async._models import ResearchStatus
 
 from ._http import _Answer, _error, _ok, _reject_constant
 from ._schema import default_structured_output, example_for_schema
-from ._values import ENDPOINTS, RATE_LIMIT_TIERS, Endpoint, Fault, Scenario
+from ._values import ENDPOINTS, RATE_LIMIT_TIERS, Endpoint, Fault, ResearchState, Scenario
 
 HOUR: Final = 3600.0
 #: Outputs are kept this long after completion, then the output call answers 404.
@@ -241,4 +243,51 @@ def scenario_for(
     return Scenario(
         pending_s=round(rng.uniform(*_DEFAULT_PENDING), 3),
         processing_s=round(rng.uniform(*_DEFAULT_PROCESSING), 3),
+    )
+
+
+class RateBudgets:
+    """The emulator's hourly budget per API key and endpoint (on its own clock)."""
+
+    __slots__ = ("_limits", "_windows")
+
+    def __init__(self, limits: Mapping[Endpoint, int]) -> None:
+        self._limits = limits
+        self._windows: dict[tuple[str, Endpoint], deque[float]] = {}
+
+    def spend(self, key: str, endpoint: Endpoint, now: float) -> float | None:
+        """Draw one call from the budget; else the emulator seconds until a slot frees."""
+        limit = self._limits.get(endpoint)
+        if limit is None:
+            return None
+        window = self._windows.setdefault((key, endpoint), deque())
+        while window and window[0] <= now - HOUR:
+            window.popleft()
+        if len(window) >= limit:
+            return window[0] + HOUR - now
+        window.append(now)
+        return None
+
+
+def research_state(
+    wall: Callable[[float | None], datetime | None], research: Research, now: float
+) -> ResearchState:
+    """What the emulator shows of ``research`` at ``now`` (``wall`` maps its clock to dates)."""
+    status, started, ended = research.timeline(now)
+    created_at = wall(research.created)
+    assert created_at is not None  # noqa: S101 - a float always maps to a datetime
+    return ResearchState(
+        request_id=research.request_id,
+        conversation_id=research.conversation_id,
+        prompt=research.prompt,
+        structured_output=research.structured_output,
+        output_schema=research.output_schema,
+        status=status,
+        created_at=created_at,
+        started_at=wall(started),
+        completed_at=wall(ended),
+        stopped=status is ResearchStatus.STOPPED,
+        error_message=error_message(research, status),
+        output=research.output if status is ResearchStatus.COMPLETED else None,
+        scenario=research.scenario,
     )
