@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from fay_async import ConversationInfo, ResearchStatus, StopResult
+from fay_async import StopResult
 
 from .push import open_run
 from .run import EXIT_OK, UsageError
@@ -32,20 +29,6 @@ def _print_output(output: str | dict[str, Any]) -> None:
         print(output)
     else:
         _print_json(output)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, ResearchStatus):
-        return value.value
-    return value
-
-
-def _info_dict(info: ConversationInfo) -> dict[str, Any]:
-    return {
-        field.name: _plain(getattr(info, field.name)) for field in attrs.fields(ConversationInfo)
-    }
 
 
 def read_schema(path: str) -> dict[str, Any]:
@@ -98,9 +81,9 @@ async def status(args: argparse.Namespace) -> int:
     async with open_target(args) as target:
         info = await target.client.get_status(args.request_id)
     if args.json:
-        _print_json(_info_dict(info))
+        _print_json(info.to_dict())
     else:
-        for name, value in _info_dict(info).items():
+        for name, value in info.to_dict().items():
             if value is not None:
                 print(f"{name}: {value}")
     return EXIT_OK
