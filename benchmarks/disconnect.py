@@ -1,11 +1,14 @@
 """What ``CancelOnDisconnect`` costs a request that does not disconnect.
 
-Two figures, each comparing the same trivial Starlette endpoint with and without the
+Three figures, each comparing the same Starlette endpoint with and without the
 middleware, the sides taking turns in blocks (the order flipping from pair to pair):
 
 - **served**: uvicorn (h11) on 127.0.0.1 in this event loop, one keep-alive connection per
   side written by hand; wall time per request, client and server included. This is the
   overhead a deployed app sees; the target applies here.
+- **served, one client call**: the same, with an endpoint that does what an app of this
+  library's users does: one ``FayClient.get_status`` (on an in-process emulator). Its
+  anyio work per request is work the middleware's cancel scope shares.
 - **in-process**: the app called directly with a receive/send pair that behaves like
   uvicorn's; CPU per request. No server: what is left is the middleware's own work (a
   cancel scope, a timer, the receive/send wrappers), set against a framework's cheapest
@@ -27,7 +30,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from fay_async import FayClient
 from fay_async.asgi import CancelOnDisconnect
+from fay_async.testing import FayEmulator, Scenario
 from fay_async.testing._server import bind_socket
 
 from ._common import Row, check, median, quartiles
@@ -57,6 +62,16 @@ async def _hello(_request: Request) -> PlainTextResponse:
 
 def _app() -> Starlette:
     return Starlette(routes=[Route("/", _hello)])
+
+
+def _status_app(fay: FayClient, request_id: str) -> Starlette:
+    """What an app of this library's users does per request: one client call."""
+
+    async def status(_request: Request) -> PlainTextResponse:
+        info = await fay.get_status(request_id)
+        return PlainTextResponse(info.status.value)
+
+    return Starlette(routes=[Route("/", status)])
 
 
 Block = Callable[[int], Awaitable[None]]
@@ -137,11 +152,13 @@ class _Connection:
             await self.request()
 
 
-async def _served(sizes: Sizes) -> list[Row]:
+async def _served(
+    sizes: Sizes, make_app: Callable[[], Starlette] = _app, name: str = "asgi served"
+) -> list[Row]:
     servers = []
     connections = []
     async with anyio.create_task_group() as tg:
-        for app in (_app(), CancelOnDisconnect(_app())):
+        for app in (make_app(), CancelOnDisconnect(make_app())):
             config = uvicorn.Config(app, lifespan="off", log_level="warning", http="h11")
             server = uvicorn.Server(config)
             sock = bind_socket("127.0.0.1", 0)
@@ -165,7 +182,7 @@ async def _served(sizes: Sizes) -> list[Row]:
                 await connection.stream.aclose()
             for server in servers:
                 server.should_exit = True
-    rows = _rows("asgi served", "wall time per request", 1e6, times, ratios)
+    rows = _rows(name, "wall time per request", 1e6, times, ratios)
     rows[-1] = attrs.evolve(
         rows[-1], target=f"<= {TARGET_RATIO}", ok=check(rows[-1].value, TARGET_RATIO)
     )
@@ -244,7 +261,13 @@ def run(*, quick: bool = False) -> list[Row]:
     sizes = QUICK if quick else FULL
 
     async def main() -> list[Row]:
-        return [*await _served(sizes), *await _in_process(sizes)]
+        emulator = FayEmulator(scenario=Scenario(pending_s=1e9, processing_s=1.0))
+        async with emulator.client() as fay:
+            request_id = (await fay.create_conversation("benchmark")).request_id
+            realistic = await _served(
+                sizes, lambda: _status_app(fay, request_id), "asgi served, one client call"
+            )
+        return [*await _served(sizes), *realistic, *await _in_process(sizes)]
 
     rows: list[Row] = anyio.run(main)
     return rows

@@ -98,8 +98,12 @@ def test_free_tier_rows() -> None:
 
 def test_asgi_rows() -> None:
     rows = disconnect.run(quick=True)
-    _check(rows, expected=7)
-    assert {row.benchmark for row in rows} == {"asgi served", "asgi in-process"}
+    _check(rows, expected=10)
+    assert {row.benchmark for row in rows} == {
+        "asgi served",
+        "asgi served, one client call",
+        "asgi in-process",
+    }
     assert all(row.value > 0 for row in rows if row.unit == "x")
 
 
