@@ -29,8 +29,6 @@ __all__ = [
 Endpoint: TypeAlias = Literal["create", "status", "output", "stop"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
 
-DEFAULT_API_KEY = "test-key"
-
 #: The API version every response carries.
 API_VERSION: Final = "1.0.24"
 
