@@ -39,7 +39,7 @@ T = TypeVar("T")
 SNIPPET_LENGTH: Final = 200
 
 #: Documented error codes, and the class each one maps to.
-_ERROR_CODES: Final[Mapping[str, type[exc.APIError]]] = {
+_ERROR_CODES: Final[Mapping[str | None, type[exc.APIError]]] = {
     "VALIDATION_ERROR": exc.RequestValidationError,
     "CONVERSATION_ALREADY_COMPLETED": exc.ConversationAlreadyCompletedError,
     "RESEARCH_NOT_COMPLETED": exc.ResearchNotCompletedError,
@@ -59,10 +59,14 @@ _ERROR_STATUSES: Final[Mapping[int, type[exc.APIError]]] = {
 }
 
 
+# The hooks raise a bare TypeError: cattrs.transform_error words every one of them from the
+# field's name and type ("invalid value for type, expected str @ Model.field").
+
+
 def _structure_strict(value: object, kind: type[Any]) -> Any:
     # bool is an int in Python, and a JSON true must not pass for a number or the reverse.
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        raise TypeError
     return value
 
 
@@ -71,7 +75,7 @@ _FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
 
 def _structure_datetime(value: object, _: object) -> datetime:
     if not isinstance(value, str):
-        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+        raise TypeError
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     # Python 3.10's fromisoformat takes only 3 or 6 digits of fraction: pad or cut to 6.
     text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
@@ -80,20 +84,20 @@ def _structure_datetime(value: object, _: object) -> datetime:
 
 def _structure_status(value: object, _: object) -> ResearchStatus:
     if not isinstance(value, str) or not value:
-        raise TypeError(f"expected a status string, got {value!r}")
+        raise TypeError
     return ResearchStatus.from_api(value)
 
 
 def _structure_object(value: object, _: object) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        raise TypeError
     return value
 
 
 def _structure_output(value: object, _: object) -> str | dict[str, Any]:
     if isinstance(value, (str, dict)):
         return value
-    raise TypeError(f"expected a string or a JSON object, got {type(value).__name__}")
+    raise TypeError
 
 
 _OBJECT: Final[Any] = dict[str, Any]
@@ -120,7 +124,7 @@ _converter: Final = _make_converter()
 def snippet(text: str | bytes) -> str:
     """A short, single-line excerpt of a body, for error messages."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
+        text = text.decode(errors="replace")  # UTF-8, as JSON is
     flat = " ".join(text.split())
     if len(flat) > SNIPPET_LENGTH:
         return flat[:SNIPPET_LENGTH] + "..."
@@ -155,19 +159,21 @@ def decode_envelope(status_code: int, content: bytes) -> Mapping[str, Any]:
     return data
 
 
-def error_from_envelope(
-    status_code: int, body: Mapping[str, Any], content: bytes = b""
-) -> exc.APIError:
+def error_from_envelope(status_code: int, body: Mapping[str, Any], content: bytes) -> exc.APIError:
     """The exception for an error envelope: by documented code, else by HTTP status."""
     error = body.get("error")
     if not isinstance(error, dict):
         return _unexpected(status_code, "an error envelope without an 'error' object", content)
+    return _api_error(status_code, error, body)
+
+
+def _api_error(status_code: int, error: Mapping[str, Any], body: Mapping[str, Any]) -> exc.APIError:
     code = error.get("code")
     message = error.get("message")
     code = code if isinstance(code, str) and code else None
     message = message if isinstance(message, str) and message else "no message given"
     version = body.get("version")
-    cls = _ERROR_CODES.get(code or "") or _class_for_status(status_code)
+    cls = _ERROR_CODES.get(code) or _class_for_status(status_code)
     return cls(
         message,
         status_code=status_code,
@@ -182,13 +188,11 @@ def error_from_response(status_code: int, content: bytes) -> exc.APIError:
     try:
         body = json.loads(content)
     except (ValueError, RecursionError):
-        body = None
-    if (
-        isinstance(body, dict)
-        and body.get("status") is False
-        and isinstance(body.get("error"), dict)
-    ):
-        return error_from_envelope(status_code, body, content)
+        pass
+    else:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and body.get("status") is False:
+            return _api_error(status_code, error, body)
     if status_code >= 500:
         return exc.ServerError(
             f"the Fay API failed with HTTP {status_code}; body: {snippet(content)!r}",
@@ -208,11 +212,10 @@ def structure(status_code: int, data: Mapping[str, Any], model: type[T], content
     """Turn an envelope's ``data`` into a model; a field of the wrong type is an API error."""
     try:
         return _converter.structure(data, model)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
-        if isinstance(error, cattrs.BaseValidationError):
-            why = "; ".join(cattrs.transform_error(error, path=model.__name__))
-        else:
-            why = str(error)
+    except cattrs.BaseValidationError as error:
+        # cattrs gathers whatever a field raised (the hooks' TypeError, a missing key, an
+        # unknown status) into this one error, as the converter validates in detail.
+        why = "; ".join(cattrs.transform_error(error, path=model.__name__))
         raise _unexpected(
             status_code,
             f"the {model.__name__} data does not match the documented fields: {why}",
