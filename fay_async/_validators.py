@@ -84,12 +84,8 @@ def check_callable(value: T | None, name: str) -> T | None:
 class _SecondsField:
     """The attrs validator :func:`attrs_seconds` returns."""
 
-    allow_zero: bool
-    allow_inf: bool
-
     def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        name = f"{type(instance).__name__}.{attribute.name}"
-        check_seconds(value, name, allow_zero=self.allow_zero, allow_inf=self.allow_inf)
+        check_seconds(value, f"{type(instance).__name__}.{attribute.name}")
 
 
 @attrs.frozen
@@ -106,11 +102,9 @@ class _CountField:
 # can switch a mutant of them on: the checks live in the validators' __call__ instead.
 
 
-def attrs_seconds(
-    *, allow_zero: bool = False, allow_inf: bool = False
-) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    """An attrs validator running :func:`check_seconds` on the field, named ``Class.field``."""
-    return _SecondsField(allow_zero, allow_inf)  # pragma: no mutate
+def attrs_seconds() -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """An attrs validator: positive, finite seconds (:func:`check_seconds`) in ``Class.field``."""
+    return _SecondsField()
 
 
 def attrs_count(*, minimum: int = 1) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
