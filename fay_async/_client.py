@@ -275,7 +275,8 @@ class FayClient:
             "create",
             CreatedConversation,
             json_body=_wire.create_body(request),
-            may_resend=False,
+            # (None would be as false as False: not mutated)
+            may_resend=False,  # pragma: no mutate
             slot=slot,
             timeout=timeout,
             deadline=deadline,

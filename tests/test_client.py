@@ -524,3 +524,44 @@ async def test_stop_if_running_stops_a_research_in_an_unknown_status(
         result = await fay.stop_if_running(docs.REQUEST_ID)
     assert isinstance(result, StopResult)
     assert stop.call_count == 1
+
+
+def test_a_localhost_subdomain_in_capitals_is_loopback() -> None:
+    from fay_async._config import is_loopback
+
+    assert is_loopback("FAY.LOCALHOST")
+    assert is_loopback("fay.localhost")
+    assert not is_loopback("localhost.example")
+
+
+@pytest.mark.anyio
+async def test_create_refuses_a_prompt_in_place_of_a_request() -> None:
+    async with FayClient("k") as fay:
+        with pytest.raises(
+            TypeError,
+            match=r"^request must be a CreateRequest, got str; create_conversation\(\) takes a ",
+        ):
+            await fay.create("a prompt")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "kind"), [(403, "AuthenticationError"), (429, "RateLimitError")]
+)
+async def test_a_stop_refused_for_access_or_rate_is_never_taken_for_already_ended(
+    status: int, kind: str
+) -> None:
+    from fay_async import exceptions
+
+    from . import _docs as docs
+
+    with respx.mock(base_url=docs.BASE, assert_all_called=False) as router:
+        stop = router.post(f"/conversation/{docs.REQUEST_ID}/stop").mock(
+            return_value=httpx.Response(status, json=docs.err("SOMETHING", "no"))
+        )
+        status_route = router.get(f"/conversation/{docs.REQUEST_ID}/status")
+        async with FayClient("k", max_retries=0) as fay:
+            with pytest.raises(getattr(exceptions, kind)):
+                await fay.stop_if_running(docs.REQUEST_ID, check_first=False)
+    assert stop.call_count == 1
+    assert status_route.call_count == 0

@@ -9,7 +9,14 @@ import httpx
 import pytest
 import respx
 
-from fay_async import ConfigurationError, CreateRequest, FayClient, RateLimitError, RateLimits
+from fay_async import (
+    ConfigurationError,
+    CreateRequest,
+    FayClient,
+    RateLimitError,
+    RateLimits,
+    exceptions,
+)
 from fay_async._ratelimit import HOUR, SLACK, RateLimiter, Slot, coerce_limits
 
 from ._fake_fay import BASE, KEY, FakeFay, client
@@ -321,3 +328,55 @@ async def test_the_retry_of_a_create_given_a_slot_takes_its_own() -> None:
             slot = await limiter.reserve("create")
             await fay.create(CreateRequest(prompt="q"), slot=slot)
             assert limiter.available("create") == 1
+
+
+@pytest.mark.anyio
+async def test_a_wait_shorter_than_a_second_is_still_waited() -> None:
+    limiter = RateLimiter(RateLimits(status=1, window=0.5))
+    await limiter.reserve("status")
+    start = anyio.current_time()
+    await limiter.reserve("status")
+    assert anyio.current_time() - start == pytest.approx(0.5 * (1 + SLACK))
+    limiter.block("output", 0.25)
+    assert limiter.next_free("output") == pytest.approx(0.25)
+    start = anyio.current_time()
+    await limiter.reserve("output")
+    assert anyio.current_time() - start == pytest.approx(0.25)
+
+
+@pytest.mark.anyio
+async def test_a_client_side_refusal_is_a_429_without_a_code() -> None:
+    limiter = RateLimiter(RateLimits(status=1))
+    await limiter.reserve("status")
+    with pytest.raises(RateLimitError) as info:
+        await limiter.reserve("status", wait=False)
+    assert (info.value.status_code, info.value.code) == (429, None)
+    limiter.block("output", 30.0)
+    with pytest.raises(RateLimitError) as info:
+        await limiter.reserve("output", wait=False)
+    assert (info.value.status_code, info.value.code) == (429, None)
+    assert info.value.retry_after == pytest.approx(30.0)
+
+
+@pytest.mark.anyio
+async def test_an_unlimited_endpoint_is_free_again_once_its_block_is_over() -> None:
+    limiter = RateLimiter(RateLimits())
+    limiter.block("output", 5.0)
+    await anyio.sleep(5.0)
+    slot = await limiter.reserve("output", wait=False)
+    assert slot == Slot("output", anyio.current_time())
+
+
+@pytest.mark.anyio
+async def test_each_retry_takes_a_slot_of_its_own() -> None:
+    fake = FakeFay()
+    with fake.mocked() as router:
+        router.get(path__regex=r"/conversation/[^/]+/status$").mock(
+            side_effect=[httpx.Response(503), fake.status]
+        )
+        async with client(RateLimits(status=5), max_retries=1) as fay:
+            limiter = fay.rate_limiter
+            assert limiter is not None
+            with pytest.raises(exceptions.NotFoundError):
+                await fay.get_status("r1")
+            assert limiter.available("status") == 3

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 import respx
@@ -23,6 +24,7 @@ from fay_async._retries import (
     RawResponse,
     Retry,
     RetryPolicy,
+    decide_failure,
     parse_retry_after,
 )
 from fay_async._transport import decide, may_have_arrived
@@ -893,3 +895,111 @@ async def test_a_transport_and_an_http_client_together_are_refused() -> None:
     async with httpx.AsyncClient() as http:
         with pytest.raises(exceptions.ConfigurationError, match="transport or http_client"):
             client(http_client=http, transport=seen)
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind", "text"),
+    [
+        (
+            httpx.ConnectError("refused"),
+            exceptions.APIConnectionError,
+            f"GET {STATUS_PATH}: could not talk to the Fay API (ConnectError: refused)",
+        ),
+        (httpx.ConnectError(""), exceptions.APIConnectionError, "Fay API (ConnectError)"),
+        (
+            httpx.ReadTimeout("slow"),
+            exceptions.APITimeoutError,
+            f"GET {STATUS_PATH} timed out (ReadTimeout: slow)",
+        ),
+        (
+            httpx.DecodingError("bad gzip"),
+            exceptions.UnexpectedResponseError,
+            "the response body could not be decoded (DecodingError: bad gzip)",
+        ),
+        (
+            httpx.UnsupportedProtocol("ftp"),
+            exceptions.ConfigurationError,
+            f"GET {STATUS_PATH}: UnsupportedProtocol: ftp; check the base URL",
+        ),
+    ],
+)
+async def test_a_failure_names_the_call_and_the_httpx_error(
+    mock: respx.MockRouter, failure: Exception, kind: type[Exception], text: str
+) -> None:
+    mock.get(STATUS_PATH).mock(side_effect=failure)
+    async with client(max_retries=0) as fay:
+        with pytest.raises(kind) as info:
+            await fay.get_status(docs.REQUEST_ID)
+    assert text in str(info.value)
+    if isinstance(info.value, exceptions.APIError):
+        assert info.value.status_code == 0
+
+
+def test_backoff_doubles_with_each_retry_up_to_the_cap() -> None:
+    policy = RetryPolicy(backoff_base=1.0, backoff_cap=100.0)
+    assert [policy.backoff(retry, 0.5) for retry in (0, 1, 3, 10)] == [0.5, 1.0, 4.0, 50.0]
+
+
+def test_a_retry_that_would_end_exactly_at_the_deadline_is_not_made() -> None:
+    policy = RetryPolicy(backoff_base=1.0)
+    state = AttemptState(
+        method="GET", path="/p", attempt=1, may_resend=True, sent=True, time_left=0.5, jitter=0.5
+    )
+    error = exceptions.APIConnectionError("down")
+    cause = httpx.ReadError("reset")
+    decision = decide_failure(error, cause, retryable=True, state=state, policy=policy)
+    assert decision == Fail(error, cause)
+    state = attrs.evolve(state, time_left=0.51)
+    assert decide_failure(error, cause, retryable=True, state=state, policy=policy) == Retry(0.5)
+
+
+async def test_a_derived_client_keeps_its_own_deadline_and_closes_with_its_parent(
+    mock: respx.MockRouter,
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(600)
+        return response(docs.STATUS_PENDING)
+
+    mock.get(STATUS_PATH).mock(side_effect=slow)
+    async with client(deadline=None, timeout=1000) as fay:
+        quick = fay.with_options(deadline=5.0).with_options(max_retries=0)
+        assert quick.is_closed is False
+        started = anyio.current_time()
+        with pytest.raises(exceptions.APITimeoutError):
+            await quick.get_status(docs.REQUEST_ID)
+        assert anyio.current_time() - started == pytest.approx(5.0)
+    assert quick.is_closed is True
+
+
+async def test_a_derived_client_keeps_its_longest_retry_after(mock: respx.MockRouter) -> None:
+    refused = response(docs.RATE_LIMITED, 429, **{"Retry-After": "20"})
+    route = mock.get(STATUS_PATH).mock(side_effect=[refused, response(docs.STATUS_PENDING)])
+    async with client(max_retry_after=60) as fay:
+        with pytest.raises(exceptions.RateLimitError):
+            await fay.with_options(max_retry_after=10).get_status(docs.REQUEST_ID)
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize(("call", "method"), [("get_output", "GET"), ("stop_conversation", "POST")])
+async def test_a_failure_names_the_method_as_sent(
+    mock: respx.MockRouter, call: str, method: str
+) -> None:
+    mock.route().mock(side_effect=httpx.ConnectError("refused"))
+    async with client(max_retries=0) as fay:
+        with pytest.raises(exceptions.APIConnectionError) as info:
+            await getattr(fay, call)(docs.REQUEST_ID)
+    assert info.value.method == method
+    assert str(info.value).startswith(f"{method} /conversation/")
+
+
+@pytest.mark.parametrize("call", ["get_output", "stop_conversation"])
+async def test_output_and_stop_draw_on_their_own_budgets(mock: respx.MockRouter, call: str) -> None:
+    mock.route().mock(side_effect=httpx.ConnectError("refused"))
+    async with client(max_retries=0, rate_limits={"output": 5, "stop": 5}) as fay:
+        with pytest.raises(exceptions.APIConnectionError):
+            await getattr(fay, call)(docs.REQUEST_ID)
+        limiter = fay.rate_limiter
+        assert limiter is not None
+        endpoint = "output" if call == "get_output" else "stop"
+        other = "stop" if call == "get_output" else "output"
+        assert (limiter.available(endpoint), limiter.available(other)) == (4, 5)

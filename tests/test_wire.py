@@ -254,3 +254,81 @@ def test_create_body() -> None:
         "structured_output": True,
         "output_schema": {"type": "object"},
     }
+
+
+def test_a_json_true_is_a_bool_field_and_never_a_number() -> None:
+    info = parse(
+        docs.ok({**docs.STATUS_PENDING["data"], "structured_output": True}), ConversationInfo
+    )
+    assert info.structured_output is True
+
+
+def test_an_excerpt_of_an_unexpected_body_is_its_body_and_in_its_message() -> None:
+    content = b'{"status": "ok",\n  "data": {}}'
+    with pytest.raises(exceptions.UnexpectedResponseError) as info:
+        wire.decode_envelope(200, content)
+    assert info.value.body == '{"status": "ok", "data": {}}'
+    assert str(info.value) == (
+        "HTTP 200: unexpected response from the Fay API: the body is not the Fay envelope; "
+        """body: '{"status": "ok", "data": {}}'"""
+    )
+
+
+def test_an_empty_unexpected_body_is_said_to_be_empty() -> None:
+    error = wire.error_from_response(418, b"")
+    assert error.body == ""
+    assert str(error) == (
+        "HTTP 418: unexpected response from the Fay API: HTTP 418 without an error envelope; "
+        "the body is empty"
+    )
+
+
+def test_the_excerpt_is_cut_only_past_its_length() -> None:
+    exact = "x" * wire.SNIPPET_LENGTH
+    assert wire.snippet(exact.encode()) == exact
+    assert wire.snippet(exact + "y") == exact + "..."
+
+
+def test_bytes_that_are_not_utf8_are_replaced_in_the_excerpt() -> None:
+    assert wire.snippet(b"caf\xc3\xa9 \xff!") == "caf\u00e9 \ufffd!"
+
+
+def test_a_plain_http_500_is_a_server_error_with_the_body() -> None:
+    error = wire.error_from_response(500, b"<h1>Internal\n Server Error</h1>")
+    assert type(error) is exceptions.ServerError
+    assert error.status_code == 500
+    assert error.body == "<h1>Internal Server Error</h1>"
+    assert str(error) == (
+        "HTTP 500: the Fay API failed with HTTP 500; body: '<h1>Internal Server Error</h1>'"
+    )
+
+
+def test_an_error_envelope_without_an_error_object() -> None:
+    content = json.dumps({"status": False, "version": "1.0.24"}).encode()
+    with pytest.raises(exceptions.UnexpectedResponseError) as info:
+        wire.decode_envelope(400, content)
+    assert info.value.status_code == 400
+    assert "an error envelope without an 'error' object" in str(info.value)
+    assert info.value.body == content.decode()
+
+
+def test_a_success_envelope_with_http_300_is_not_a_success() -> None:
+    with pytest.raises(exceptions.UnexpectedResponseError, match="HTTP 300"):
+        wire.decode_envelope(300, json.dumps(docs.CREATED).encode())
+    assert wire.decode_envelope(299, json.dumps(docs.CREATED).encode()) == docs.CREATED["data"]
+
+
+def test_a_true_status_that_carries_an_error_is_that_error() -> None:
+    body = {**docs.NOT_FOUND, "status": True}
+    with pytest.raises(exceptions.NotFoundError):
+        wire.decode_envelope(200, json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("bad", [123, None, ["CODE"]])
+def test_error_envelope_fields_that_are_not_strings_are_dropped(bad: object) -> None:
+    body = {"status": False, "version": bad, "error": {"code": bad, "message": bad}}
+    error = wire.error_from_response(404, json.dumps(body).encode())
+    assert type(error) is exceptions.NotFoundError
+    assert error.code is None
+    assert error.message == "no message given"
+    assert error.api_version is None
