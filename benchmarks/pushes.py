@@ -22,7 +22,7 @@ from fay_async.webhooks import WebhookEvent, WebhookReceiver
 from ._common import API_KEY, Row, check, run_virtual
 from .polling import SEED, SPACING, Outcome, _lags, measure
 
-SECRET = "bench-webhook-secret-not-real"  # noqa: S105 - an obvious placeholder
+SECRET = "placeholder"  # noqa: S105 - signs benchmark bodies only
 TARGET_CALLS = 0.2
 TARGET_LAG = 0.05
 
