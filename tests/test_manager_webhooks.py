@@ -24,7 +24,7 @@ from fay_async.webhooks import WebhookEvent, parse_event
 pytestmark = pytest.mark.anyio
 
 S = ResearchStatus
-SECRET = "placeholder"  # noqa: S105 - signs test bodies only
+SECRET = "placeholder"
 LONG = Scenario(pending_s=1000.0, processing_s=1000.0)
 _ids = itertools.count()
 
