@@ -25,8 +25,8 @@ if TYPE_CHECKING:
         StopResult,
     )
     from ._polling import PollPolicy
-    from ._ratelimit import RateLimits
-    from ._registry import ActiveResearch
+    from ._ratelimit import BudgetStore, MemoryBudget, RateLimits
+    from ._registry import ActiveResearch, MemoryRegistry, Registry
     from .exceptions import (
         APIConnectionError,
         APIError,
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         ResearchStoppedError,
         ResearchTimeoutError,
         ServerError,
+        SharedStateError,
         StopTimeoutError,
         UnexpectedResponseError,
     )
@@ -62,6 +63,7 @@ _LOCATIONS: dict[str, str] = {
     "BadRequestError": "exceptions",
     "BatchItem": "_batch",
     "BatchResult": "_batch",
+    "BudgetStore": "_ratelimit",
     "ConfigurationError": "exceptions",
     "ConversationAlreadyCompletedError": "exceptions",
     "ConversationInfo": "_models",
@@ -71,11 +73,14 @@ _LOCATIONS: dict[str, str] = {
     "FayClient": "_client",
     "FayError": "exceptions",
     "InvalidRequestIdError": "exceptions",
+    "MemoryBudget": "_ratelimit",
+    "MemoryRegistry": "_registry",
     "NotFoundError": "exceptions",
     "NotTrackedError": "exceptions",
     "PollPolicy": "_polling",
     "RateLimitError": "exceptions",
     "RateLimits": "_ratelimit",
+    "Registry": "_registry",
     "RequestValidationError": "exceptions",
     "ResearchError": "exceptions",
     "ResearchFailedError": "exceptions",
@@ -87,6 +92,7 @@ _LOCATIONS: dict[str, str] = {
     "ResearchStoppedError": "exceptions",
     "ResearchTimeoutError": "exceptions",
     "ServerError": "exceptions",
+    "SharedStateError": "exceptions",
     "StopResult": "_models",
     "StopTimeoutError": "exceptions",
     "UnexpectedResponseError": "exceptions",
@@ -121,6 +127,7 @@ __all__ = [
     "BadRequestError",
     "BatchItem",
     "BatchResult",
+    "BudgetStore",
     "ConfigurationError",
     "ConversationAlreadyCompletedError",
     "ConversationInfo",
@@ -130,11 +137,14 @@ __all__ = [
     "FayClient",
     "FayError",
     "InvalidRequestIdError",
+    "MemoryBudget",
+    "MemoryRegistry",
     "NotFoundError",
     "NotTrackedError",
     "PollPolicy",
     "RateLimitError",
     "RateLimits",
+    "Registry",
     "RequestValidationError",
     "ResearchError",
     "ResearchFailedError",
@@ -146,6 +156,7 @@ __all__ = [
     "ResearchStoppedError",
     "ResearchTimeoutError",
     "ServerError",
+    "SharedStateError",
     "StopResult",
     "StopTimeoutError",
     "UnexpectedResponseError",

@@ -29,7 +29,7 @@ from ._creates import Creates
 from ._models import ConversationInfo, CreateRequest, ResearchResult, ResearchStatus, StopResult
 from ._outcomes import outcome, timeout_outcome
 from ._polling import PollPolicy, StatusPoller
-from ._registry import ActiveResearch, MemoryRegistry, Registry
+from ._registry import ActiveResearch, FleetHooks, MemoryRegistry, Registry, SharedRegistry
 from ._stops import StopJob, Stops
 from ._tasks import HostedTaskGroup
 from ._validators import check_callable, check_count, check_seconds, check_timeout
@@ -72,7 +72,10 @@ class ResearchManager:
     how many stops run at once, ``exit_timeout`` (None: no bound) how long leaving may
     spend on stops not sent yet (see :meth:`cancel_all_research`), and
     ``on_status_change`` (a function or coroutine function) is called with each new
-    status seen.
+    status seen. ``registry`` holds what is tracked: this process's memory by default,
+    or a registry shared by several processes (:class:`fay_async.redis.RedisRegistry`),
+    through which any of them can cancel any research and survivors stop the researches
+    of a process that died.
 
     A research leaves :attr:`active_requests` when it is seen to end (any terminal
     status), when it is stopped through the manager, and when :meth:`research` returns or
@@ -93,6 +96,7 @@ class ResearchManager:
         max_concurrent_stops: int = 32,
         on_status_change: StatusChangeCallback | None = None,
         exit_timeout: float | None = None,
+        registry: Registry | None = None,
     ) -> None:
         if not isinstance(client, FayClient):
             raise TypeError(
@@ -110,7 +114,11 @@ class ResearchManager:
         self.max_concurrent_stops = check_count(max_concurrent_stops, "max_concurrent_stops")
         self.exit_timeout = check_timeout(exit_timeout, "exit_timeout")
         self._on_status_change = check_callable(on_status_change, "on_status_change")
-        self._registry: Registry = MemoryRegistry()
+        if registry is not None and not callable(getattr(registry, "add", None)):
+            raise TypeError(
+                f"registry must be a Registry such as RedisRegistry, got {type(registry).__name__}"
+            )
+        self._registry: Registry = MemoryRegistry() if registry is None else registry
         self._state = _State.NEW
         self._running: _Running | None = None
 
@@ -172,6 +180,13 @@ class ResearchManager:
         )
         self._running = _Running(group, tg, poller, poller_scope, stops, creates)
         self._state = _State.OPEN
+        if isinstance(self._registry, SharedRegistry):
+            try:
+                await self._registry.start(tg, FleetHooks(self._learned, self._stop_untracked))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.__aexit__(None, None, None)
+                raise
         return self
 
     async def __aexit__(
@@ -201,6 +216,9 @@ class ResearchManager:
                         ", ".join(f"{k} ({v})" for k, v in failed.items()),
                     )
         finally:
+            if isinstance(self._registry, SharedRegistry):
+                with anyio.CancelScope(shield=True):
+                    await self._registry.close()
             running.poller.close()
             running.poller_scope.cancel()
             self._state = _State.CLOSED
@@ -450,7 +468,9 @@ class ResearchManager:
     async def cancel_research(self, request_id: str) -> StopResult:
         """Stop a tracked research and untrack it.
 
-        An id that is not tracked raises :class:`NotTrackedError`. A research that had
+        An id that is not tracked raises :class:`NotTrackedError`; with a shared registry,
+        a research another process tracks is stopped from here, and its owner's waiters
+        raise :class:`ResearchStoppedError` at once. A research that had
         already ended is reported with its real final status. One the service does not
         know raises :class:`NotFoundError` and is untracked: there is nothing to stop. Any
         other failure raises, and the id stays tracked.
@@ -458,6 +478,13 @@ class ResearchManager:
         validate_request_id(request_id)
         stops = self._check_open().stops
         if request_id not in self._registry:
+            shared = self._registry
+            if isinstance(shared, SharedRegistry) and await shared.owner(request_id):
+                outcome_ = await self._stop_untracked(request_id)
+                await shared.stopped(request_id, outcome_)
+                if isinstance(outcome_, FayError):
+                    raise outcome_
+                return outcome_
             raise NotTrackedError(
                 f"research {request_id} not found in active requests", request_id=request_id
             )
@@ -478,6 +505,7 @@ class ResearchManager:
         self,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - a bound on the whole, as documented
+        fleet: bool = False,
     ) -> dict[str, StopResult | FayError]:
         """Stop every tracked research concurrently; return each outcome; never raise.
 
@@ -488,17 +516,42 @@ class ResearchManager:
         :class:`StopResult`, or the error of a stop that failed: a
         :class:`StopTimeoutError` says whether it was ever sent (``sent``), a
         :class:`NotFoundError` that the service does not know the research.
+
+        ``fleet=True`` (with a shared registry) stops every research tracked by any
+        process of the fleet, from here; their owners' waiters raise
+        :class:`ResearchStoppedError`.
         """
         limit = check_timeout(timeout)
         self._check_open()
-        return await self._cancel_all(limit)
+        shared = self._registry
+        if not fleet:
+            return await self._cancel_all(limit)
+        if not isinstance(shared, SharedRegistry):
+            raise TypeError("cancel_all_research(fleet=True) needs a shared registry")
+        local = self._registry.ids()
+        others = [i for i in await shared.fleet_ids() if i not in self._registry]
+        results = await self._cancel_all(limit, local + others)
+        for request_id in others:
+            await shared.stopped(request_id, results[request_id])
+        return results
 
-    async def _cancel_all(self, limit: float = math.inf) -> dict[str, StopResult | FayError]:
+    async def _stop_untracked(self, request_id: str) -> StopResult | FayError:
+        """Stop a research this manager does not track (checking its status first)."""
+        job = self._check_open().stops.job_for(request_id, check_first=True)
+        await job.settled()
+        return job.report()
+
+    async def _cancel_all(
+        self, limit: float = math.inf, ids: list[str] | None = None
+    ) -> dict[str, StopResult | FayError]:
         assert self._running is not None  # noqa: S101 - open or closing
         stops = self._running.stops
         jobs = {
-            request_id: stops.job_for(request_id, check_first=self._status_unknown(request_id))
-            for request_id in self._registry.ids()
+            request_id: stops.job_for(
+                request_id,
+                check_first=request_id not in self._registry or self._status_unknown(request_id),
+            )
+            for request_id in (self._registry.ids() if ids is None else ids)
         }
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(limit):

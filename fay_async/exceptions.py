@@ -4,6 +4,7 @@
 
     FayError
     ├── ConfigurationError                     missing API key, unusable base URL
+    ├── SharedStateError                       the shared store (Redis) failed; nothing sent
     ├── InvalidRequestIdError (+ ValueError)   unsafe request id, refused before sending
     ├── APIConnectionError                     network failure after retries, .sent
     │   └── APITimeoutError (+ TimeoutError)
@@ -63,6 +64,7 @@ __all__ = [
     "ResearchStoppedError",
     "ResearchTimeoutError",
     "ServerError",
+    "SharedStateError",
     "StopTimeoutError",
     "UnexpectedResponseError",
 ]
@@ -74,6 +76,10 @@ class FayError(Exception):
 
 class ConfigurationError(FayError):
     """The client cannot be used as configured (missing API key, unusable base URL)."""
+
+
+class SharedStateError(FayError):
+    """The shared store (Redis) could not be used; no call was counted or sent for it."""
 
 
 class InvalidRequestIdError(FayError, ValueError):
