@@ -48,6 +48,7 @@ from .exceptions import (
     FayError,
     RateLimitError,
     ServerError,
+    SharedStateError,
     UnexpectedResponseError,
 )
 
@@ -126,8 +127,13 @@ class PollPolicy:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether a failed status check is worth retrying (5xx, network, timeout, bad body)."""
-    return isinstance(error, (ServerError, APIConnectionError, UnexpectedResponseError))
+    """Whether a failed status check is worth retrying (5xx, network, timeout, bad body).
+
+    A shared budget whose store is away is too: no check was sent, and it may come back.
+    """
+    return isinstance(
+        error, (ServerError, APIConnectionError, UnexpectedResponseError, SharedStateError)
+    )
 
 
 StatusCallback = Callable[[ConversationInfo, "ResearchStatus | None"], Awaitable[None]]
