@@ -42,9 +42,9 @@ def emulator() -> FayEmulator:
     return FayEmulator(scenario=Scenario(pending_s=50.0, processing_s=10.0))
 
 
-async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
     """Wait (polling: the condition lives in another thread or process) until it holds."""
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(within):
         while not condition():  # noqa: ASYNC110 - nothing to wait on but the condition
             await anyio.sleep(0.01)
 

@@ -329,7 +329,7 @@ class RedisRegistry:
             )
             if claimed and await self._sweep_one(request_id):
                 stopped += 1
-        self.swept += stopped
+                self.swept += 1
         return stopped
 
     async def _alive(self, workers: list[str]) -> list[bool]:
