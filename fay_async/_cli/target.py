@@ -11,6 +11,7 @@ from typing import Final
 import attrs
 
 from fay_async import (
+    BudgetStore,
     FayClient,
     PollPolicy,
     RateLimits,
@@ -58,8 +59,13 @@ def _rate_limits(tier: str | None, speed: float) -> RateLimits | None:
 
 
 @contextlib.asynccontextmanager
-async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
-    """The client for this invocation: ``--emulator`` or the service (key from the env)."""
+async def open_target(
+    args: argparse.Namespace, *, budget: BudgetStore | None = None
+) -> AsyncIterator[Target]:
+    """The client for this invocation: ``--emulator`` or the service (key from the env).
+
+    ``budget`` is where the ``--tier`` budget lives (shared by a fleet of workers).
+    """
     tier = getattr(args, "tier", None)
     if args.emulator:
         from fay_async.testing import (  # noqa: PLC0415 - only --emulator needs it
@@ -78,7 +84,10 @@ async def open_target(args: argparse.Namespace) -> AsyncIterator[Target]:
                 "or pass --api-key; or try it offline with --emulator"
             )
         client = FayClient(
-            args.api_key, base_url=args.base_url, rate_limits=_rate_limits(tier, 1.0)
+            args.api_key,
+            base_url=args.base_url,
+            rate_limits=_rate_limits(tier, 1.0),
+            budget=budget if tier is not None else None,
         )
         speed, emulated = 1.0, False
     async with client:

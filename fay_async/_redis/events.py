@@ -88,7 +88,7 @@ class WebhookFanout:
     ) -> None:
         """Deliver the events of ``manager``'s researches to it, until cancelled."""
         client = self._connection.client()
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
         try:
             try:
                 await pubsub.subscribe(self._channel)

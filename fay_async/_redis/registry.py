@@ -303,8 +303,8 @@ class RedisRegistry:
         not track (left by an earlier process with the same ``worker_id``).
         """
         client = self._connection.client()
-        entries: dict[str, str] = await client.hgetall(self._entries)
-        owners = {request_id: json.loads(raw).get("owner") for request_id, raw in entries.items()}
+        entries = await client.hgetall(self._entries)
+        owners = {str(i): str(json.loads(raw).get("owner")) for i, raw in entries.items()}
         others = sorted({o for o in owners.values() if o != self.worker_id})
         alive = dict(zip(others, await self._alive(others), strict=True))
         pending = {request_id for request_id, _ in self._pending}
