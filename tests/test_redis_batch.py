@@ -81,3 +81,82 @@ def test_three_workers_one_killed_and_restarted_create_each_prompt_once(
         assert (tmp_path / f"out{i}.jsonl").read_text() == export.read_text()
     assert f"{PROMPTS} prompts:" in capsys.readouterr().out
     print(f"batch: {dict(statuses)}, {len(created)} creates, exit codes {codes}, {env_code}")
+
+
+def test_a_worker_takes_over_what_a_dead_one_left(
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import redis as sync_redis
+
+    from fay_async import ResearchStatus
+    from fay_async._cli.inputs import read_items
+    from fay_async.redis import batch_name
+
+    inputs = tmp_path / "prompts.txt"
+    prompts = [f"{redis_prefix} takeover {i}" for i in range(5)]
+    inputs.write_text("".join(p + "\n" for p in prompts))
+    items = read_items(inputs)
+    name = batch_name([(item.key, item.fingerprint) for item in items])
+    emulator = FayEmulator(speed=300.0)
+    monkeypatch.setenv("FAY_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("FAY_REDIS_URL", redis_url)
+    with serve(emulator) as base_url:
+        made = emulator.client()
+        import anyio
+
+        async def create() -> str:
+            async with made:
+                return (await made.create_conversation(prompts[2])).request_id
+
+        existing = anyio.run(create)
+        raw = sync_redis.Redis.from_url(redis_url, decode_responses=True)
+        dead = {"owner": "dead-worker"}
+        raw.hset(f"fay:batch:{name}", "line-1", json.dumps({**dead, "state": "claimed"}))
+        raw.hset(f"fay:batch:{name}", "line-2", json.dumps({**dead, "state": "creating"}))
+        raw.hset(
+            f"fay:batch:{name}",
+            "line-3",
+            json.dumps({**dead, "state": "created", "request_id": existing}),
+        )
+        raw.close()
+        out = tmp_path / "out.jsonl"
+        common = ["--base-url", base_url, "--lease", "1", "--poll-interval", "0.05"]
+        code = main(["batch", str(inputs), "--out", str(out), *common])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [f"line-{i}" for i in range(1, 6)]
+    assert [line["status"] for line in lines] == ["COMPLETED", "ERROR", *["COMPLETED"] * 3]
+    assert lines[1]["error"]["code"] == "CREATE_INTERRUPTED"
+    assert lines[2]["request_id"] == existing  # followed, not created again
+    assert Counter(r.prompt for r in emulator.researches()) == Counter(
+        p for i, p in enumerate(prompts) if i != 1
+    )
+    assert all(r.status is ResearchStatus.COMPLETED for r in emulator.researches())
+    assert code == 1  # one prompt did not complete
+    assert "5 prompts: 4 completed, 0 unfinished" in capsys.readouterr().out
+
+
+def test_fleet_batch_usage_errors(
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    inputs = tmp_path / "prompts.txt"
+    inputs.write_text("a\nb\n")
+    out = str(tmp_path / "out.jsonl")
+    assert main(["batch", str(inputs), "--out", out, "--emulator", "--redis", redis_url]) == 2
+    assert "the built-in emulator lives in one process" in capsys.readouterr().err
+    monkeypatch.setenv("FAY_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("FAY_REDIS_URL", redis_url)
+    assert main(["batch", str(inputs), "--out", out, "--retry-uncertain"]) == 2
+    assert "--retry-uncertain works on a batch of one process" in capsys.readouterr().err
+    assert main(["batch-export", str(inputs), "--out", out]) == 1
+    lines = [json.loads(line) for line in Path(out).read_text().splitlines()]
+    assert [(line["status"], line["state"]) for line in lines] == [("UNFINISHED", "unclaimed")] * 2
+    monkeypatch.delenv("FAY_REDIS_URL")
+    assert main(["batch-export", str(inputs), "--out", out]) == 2
+    assert "batch-export needs --redis URL" in capsys.readouterr().err

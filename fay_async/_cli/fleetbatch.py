@@ -40,7 +40,7 @@ def redis_url(args: argparse.Namespace) -> str | None:
 
 def _claims(url: str, items: Sequence[BatchItem], args: argparse.Namespace) -> Any:
     try:
-        from fay_async._redis.claims import BatchClaims, batch_name  # noqa: PLC0415
+        from fay_async.redis import BatchClaims, batch_name  # noqa: PLC0415
     except ModuleNotFoundError:  # pragma: no cover - redis-py is the extra's only need
         raise UsageError('--redis needs redis-py: pip install "fay-async[redis]"') from None
     name = batch_name([(item.key, item.fingerprint) for item in items])
