@@ -124,7 +124,14 @@ def test_a_worker_takes_over_what_a_dead_one_left(
         )
         raw.close()
         out = tmp_path / "out.jsonl"
-        common = ["--base-url", base_url, "--lease", "1", "--poll-interval", "0.05"]
+        common = [
+            "--base-url",
+            base_url,
+            "--lease",
+            "1",
+            "--poll-interval",
+            "0.05",
+        ]
         code = main(["batch", str(inputs), "--out", str(out), *common])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == [f"line-{i}" for i in range(1, 6)]

@@ -163,7 +163,8 @@ class RedisRegistry:
 
     async def fleet_ids(self) -> list[str]:
         ids = await self._call("listing the fleet's researches", "hkeys", self._entries)
-        return [str(i) for i in ids]
+        latest = dict(self._pending)  # this worker's untracks not written out yet count too
+        return [str(i) for i in ids if not (i in latest and latest[i] is None)]
 
     async def stopped(self, request_id: str, outcome: StopResult | FayError) -> None:
         if not isinstance(outcome, (StopResult, NotFoundError)):
