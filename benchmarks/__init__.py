@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import disconnect, free_tier, manager, overhead, polling, stops
+from . import disconnect, fleet, free_tier, manager, overhead, polling, stops
 from ._common import Row
 
 __all__ = ["BENCHMARKS", "Row"]
@@ -20,4 +20,5 @@ BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "free-tier": free_tier.run,
     "asgi": disconnect.run,
     "stops": stops.run,
+    "fleet": fleet.run,
 }
