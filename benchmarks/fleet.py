@@ -88,7 +88,7 @@ async def _sweep_time(url: str, count: int) -> float:
         killed = time.perf_counter()
         survivor = RedisRegistry(url, key_prefix="sweep", lease=LEASE, sweep_every=LEASE / 4)
         async with emulator.client() as other, ResearchManager(other, registry=survivor):
-            while not all(emulator.research(i).status is ResearchStatus.STOPPED for i in ids):
+            while not all(emulator.research(i).status is ResearchStatus.STOPPED for i in ids):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             swept = time.perf_counter() - killed
         await manager.__aexit__(None, None, None)
