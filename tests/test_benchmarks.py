@@ -107,7 +107,15 @@ def test_runner_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_every_benchmark_has_a_name() -> None:
-    assert set(BENCHMARKS) == {"overhead", "manager", "polling", "free-tier", "asgi", "stops"}
+    assert set(BENCHMARKS) == {
+        "overhead",
+        "manager",
+        "polling",
+        "free-tier",
+        "asgi",
+        "stops",
+        "fleet",
+    }
 
 
 def test_fleet_rows(redis_url: str) -> None:
