@@ -259,7 +259,7 @@ async def test_orphans_of_a_dead_worker_are_swept(
     shared = registry(redis_url, redis_prefix, sweep_every=0.1)
     async with emulator.client() as client, ResearchManager(client, registry=shared):
         await until(lambda: emulator.research(orphan).status is ResearchStatus.STOPPED)
-        await anyio.sleep(0.05)
+        await until(lambda: shared.swept == 1)
     assert shared.swept == 1
     assert await raw.hlen(f"{redis_prefix}:registry") == 0
     await raw.aclose()
