@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from . import (
     disconnect,
+    fleet,
     free_tier,
     manager,
     overhead,
@@ -35,4 +36,5 @@ BENCHMARKS: dict[str, Callable[..., list[Row]]] = {
     "startup": startup.run,
     "aiohttp": transports.run,
     "sniffio": sniffio_cost.run,
+    "fleet": fleet.run,
 }

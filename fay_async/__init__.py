@@ -25,8 +25,8 @@ if TYPE_CHECKING:
         StopResult,
     )
     from ._policy import PollPolicy
-    from ._ratelimit import RateLimits
-    from ._registry import ActiveResearch
+    from ._ratelimit import BudgetStore, MemoryBudget, RateLimits
+    from ._registry import ActiveResearch, MemoryRegistry, Registry
     from ._validators import validate_request_id
     from .exceptions import (
         APIConnectionError,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         ResearchStoppedError,
         ResearchTimeoutError,
         ServerError,
+        SharedStateError,
         StopTimeoutError,
         UnexpectedResponseError,
         WebhookPayloadError,
@@ -65,6 +66,7 @@ _LOCATIONS: dict[str, str] = {
     "BadRequestError": "exceptions",
     "BatchItem": "_batch",
     "BatchResult": "_batch",
+    "BudgetStore": "_ratelimit",
     "ConfigurationError": "exceptions",
     "ConversationAlreadyCompletedError": "exceptions",
     "ConversationInfo": "_models",
@@ -74,11 +76,14 @@ _LOCATIONS: dict[str, str] = {
     "FayClient": "_client",
     "FayError": "exceptions",
     "InvalidRequestIdError": "exceptions",
+    "MemoryBudget": "_ratelimit",
+    "MemoryRegistry": "_registry",
     "NotFoundError": "exceptions",
     "NotTrackedError": "exceptions",
     "PollPolicy": "_policy",
     "RateLimitError": "exceptions",
     "RateLimits": "_ratelimit",
+    "Registry": "_registry",
     "RequestValidationError": "exceptions",
     "ResearchError": "exceptions",
     "ResearchFailedError": "exceptions",
@@ -90,6 +95,7 @@ _LOCATIONS: dict[str, str] = {
     "ResearchStoppedError": "exceptions",
     "ResearchTimeoutError": "exceptions",
     "ServerError": "exceptions",
+    "SharedStateError": "exceptions",
     "StopResult": "_models",
     "StopTimeoutError": "exceptions",
     "UnexpectedResponseError": "exceptions",
@@ -126,6 +132,7 @@ __all__ = [
     "BadRequestError",
     "BatchItem",
     "BatchResult",
+    "BudgetStore",
     "ConfigurationError",
     "ConversationAlreadyCompletedError",
     "ConversationInfo",
@@ -135,11 +142,14 @@ __all__ = [
     "FayClient",
     "FayError",
     "InvalidRequestIdError",
+    "MemoryBudget",
+    "MemoryRegistry",
     "NotFoundError",
     "NotTrackedError",
     "PollPolicy",
     "RateLimitError",
     "RateLimits",
+    "Registry",
     "RequestValidationError",
     "ResearchError",
     "ResearchFailedError",
@@ -151,6 +161,7 @@ __all__ = [
     "ResearchStoppedError",
     "ResearchTimeoutError",
     "ServerError",
+    "SharedStateError",
     "StopResult",
     "StopTimeoutError",
     "UnexpectedResponseError",

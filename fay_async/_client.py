@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Mapping
 from types import TracebackType
@@ -21,7 +22,7 @@ from ._models import (
     ResearchStatus,
     StopResult,
 )
-from ._ratelimit import Endpoint, RateLimiter, RateLimits, Slot, coerce_limits
+from ._ratelimit import BudgetStore, Endpoint, RateLimiter, RateLimits, Slot, coerce_limits
 from ._retries import RetryPolicy
 from ._transport import Transport
 from ._validators import check_count, check_seconds, validate_request_id
@@ -48,6 +49,11 @@ class _Options:
     max_retry_after: float
 
 
+def _key_scope(api_key: str) -> str:
+    """A name for the key's budget in a shared store: a fingerprint, never the key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
 def _deadline(value: object) -> float | None:
     seconds = check_seconds(value, "deadline", allow_inf=True)
     return None if math.isinf(seconds) else seconds
@@ -60,7 +66,10 @@ class FayClient:
     origin, such as ``https://api.fay.work``) to ``FAY_BASE_URL``. ``timeout`` bounds one
     HTTP attempt; ``deadline`` bounds one call across all its retries. ``rate_limits`` is
     a :class:`RateLimits`, a mapping such as ``{"status": 100}`` or a tier name
-    (``"free"``, ``"pro"``). ``transport`` is an httpx transport for the client's own
+    (``"free"``, ``"pro"``); ``budget`` is where that budget's windows live: this
+    process by default, or a store shared by several processes, such as
+    :class:`fay_async.redis.RedisBudget`, so that they spend the key's budget together.
+    ``transport`` is an httpx transport for the client's own
     httpx client (closed with it); ``http_client`` an httpx client to borrow (left open).
     Use it as an async context manager, or call :meth:`aclose` when done.
     """
@@ -75,6 +84,7 @@ class FayClient:
         deadline: float | None = 120.0,
         max_retry_after: float = _config.DEFAULT_MAX_RETRY_AFTER,
         rate_limits: RateLimits | Mapping[str, int] | str | None = None,
+        budget: BudgetStore | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         default_headers: Mapping[str, str] | None = None,
@@ -101,8 +111,19 @@ class FayClient:
         }
         if any(name.lower() == "authorization" for name in headers):
             raise ConfigurationError("default_headers must not set Authorization; pass api_key")
+        if budget is not None and not callable(getattr(budget, "take", None)):
+            raise ConfigurationError(
+                f"budget must be a BudgetStore such as RedisBudget, got {type(budget).__name__}"
+            )
+        if budget is not None and limits is None:
+            raise ConfigurationError(
+                "a shared budget needs rate_limits to share: FayClient(rate_limits='free', "
+                "budget=...)"
+            )
         self.rate_limits = limits
-        self._limiter = RateLimiter(limits) if limits is not None else None
+        self._limiter = (
+            RateLimiter(limits, store=budget, scope=_key_scope(key)) if limits is not None else None
+        )
         self._options = _Options(
             timeout=timeout,
             deadline=deadline,

@@ -31,7 +31,7 @@ from ._models import (
 from ._outcomes import outcome, timeout_outcome
 from ._polling import StatusPoller
 from ._pushes import OUTPUT_PUSH_WAIT, OutputCache
-from ._registry import Registry
+from ._registry import Registry, SharedRegistry
 from ._stops import StopJob, Stops
 from ._tasks import HostedTaskGroup
 from ._validators import check_callable, check_timeout, validate_request_id
@@ -209,14 +209,23 @@ class ManagerFlows:
     async def cancel_research(self, request_id: str) -> StopResult:
         """Stop a tracked research and untrack it.
 
-        An id that is not tracked raises :class:`NotTrackedError`. A research that had
-        already ended is reported with its real final status. One the service does not
-        know raises :class:`NotFoundError` and is untracked: there is nothing to stop. Any
-        other failure raises, and the id stays tracked.
+        An id that is not tracked raises :class:`NotTrackedError`; with a shared registry,
+        a research another process tracks is stopped from here, and its owner's waiters
+        raise :class:`ResearchStoppedError` at once. A research that had already ended is
+        reported with its real final status. One the service does not know raises
+        :class:`NotFoundError` and is untracked: there is nothing to stop. Any other
+        failure raises, and the id stays tracked.
         """
         validate_request_id(request_id)
         stops = self._check_open().stops
         if request_id not in self._registry:
+            shared = self._registry
+            if isinstance(shared, SharedRegistry) and await shared.owner(request_id):
+                outcome_ = await self._stop_untracked(request_id)
+                await shared.stopped(request_id, outcome_)
+                if isinstance(outcome_, FayError):
+                    raise outcome_
+                return outcome_
             raise NotTrackedError(
                 f"research {request_id} not found in active requests", request_id=request_id
             )
@@ -237,6 +246,7 @@ class ManagerFlows:
         self,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - a bound on the whole, as documented
+        fleet: bool = False,
     ) -> dict[str, StopResult | FayError]:
         """Stop every tracked research concurrently; return each outcome; never raise.
 
@@ -247,17 +257,42 @@ class ManagerFlows:
         :class:`StopResult`, or the error of a stop that failed: a
         :class:`StopTimeoutError` says whether it was ever sent (``sent``), a
         :class:`NotFoundError` that the service does not know the research.
+
+        ``fleet=True`` (with a shared registry) stops every research tracked by any
+        process of the fleet, from here; their owners' waiters raise
+        :class:`ResearchStoppedError`.
         """
         limit = check_timeout(timeout)
         self._check_open()
-        return await self._cancel_all(limit)
+        if not fleet:
+            return await self._cancel_all(limit)
+        shared = self._registry
+        if not isinstance(shared, SharedRegistry):
+            raise TypeError("cancel_all_research(fleet=True) needs a shared registry")
+        local = shared.ids()
+        others = [i for i in await shared.fleet_ids() if i not in shared]
+        results = await self._cancel_all(limit, local + others)
+        for request_id in others:
+            await shared.stopped(request_id, results[request_id])
+        return results
 
-    async def _cancel_all(self, limit: float = math.inf) -> dict[str, StopResult | FayError]:
+    async def _stop_untracked(self, request_id: str) -> StopResult | FayError:
+        """Stop a research this manager does not track (checking its status first)."""
+        job = self._check_open().stops.job_for(request_id, check_first=True)
+        await job.settled()
+        return job.report()
+
+    async def _cancel_all(
+        self, limit: float = math.inf, ids: list[str] | None = None
+    ) -> dict[str, StopResult | FayError]:
         assert self._running is not None  # noqa: S101 - open or closing
         stops = self._running.stops
         jobs = {
-            request_id: stops.job_for(request_id, check_first=self._status_unknown(request_id))
-            for request_id in self._registry.ids()
+            request_id: stops.job_for(
+                request_id,
+                check_first=request_id not in self._registry or self._status_unknown(request_id),
+            )
+            for request_id in (self._registry.ids() if ids is None else ids)
         }
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(limit):

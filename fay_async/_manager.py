@@ -29,7 +29,7 @@ from ._outcomes import outcome
 from ._policy import SAFETY_NET, PollPolicy
 from ._polling import StatusPoller
 from ._pushes import OutputCache, Pushed, merged
-from ._registry import ActiveResearch, MemoryRegistry, Registry
+from ._registry import ActiveResearch, FleetHooks, MemoryRegistry, Registry, SharedRegistry
 from ._stops import Stops
 from ._tasks import HostedTaskGroup
 from ._validators import (
@@ -61,6 +61,10 @@ class ResearchManager(ManagerFlows):
     ``on_status_change`` (a function or coroutine function) is called with each new
     status seen. ``push_poll_policy`` is the schedule while webhooks are flowing
     (:meth:`handle_webhook`): by default a safety net that checks after two minutes.
+    ``registry`` holds what is tracked: this process's memory by default, or a registry
+    shared by several processes (:class:`fay_async.redis.RedisRegistry`), through which
+    any of them can cancel any research and survivors stop the researches of a process
+    that died.
 
     A research leaves :attr:`active_requests` when it is seen to end (any terminal
     status), when it is stopped through the manager, and when :meth:`research` returns or
@@ -82,6 +86,7 @@ class ResearchManager(ManagerFlows):
         on_status_change: StatusChangeCallback | None = None,
         exit_timeout: float | None = None,
         push_poll_policy: PollPolicy = SAFETY_NET,
+        registry: Registry | None = None,
     ) -> None:
         if not isinstance(client, FayClient):
             raise TypeError(
@@ -101,7 +106,11 @@ class ResearchManager(ManagerFlows):
         self.max_concurrent_stops = check_count(max_concurrent_stops, "max_concurrent_stops")
         self.exit_timeout = check_timeout(exit_timeout, "exit_timeout")
         self._on_status_change = check_callable(on_status_change, "on_status_change")
-        self._registry: Registry = MemoryRegistry()
+        if registry is not None and not callable(getattr(registry, "add", None)):
+            raise TypeError(
+                f"registry must be a Registry such as RedisRegistry, got {type(registry).__name__}"
+            )
+        self._registry: Registry = MemoryRegistry() if registry is None else registry
         self._outputs = OutputCache()
         self._state = State.NEW
         self._running: Running | None = None
@@ -169,6 +178,13 @@ class ResearchManager(ManagerFlows):
         )
         self._running = Running(group, tg, poller, poller_scope, stops, creates)
         self._state = State.OPEN
+        if isinstance(self._registry, SharedRegistry):
+            try:
+                await self._registry.start(tg, FleetHooks(self._learned, self._stop_untracked))
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.__aexit__(None, None, None)
+                raise
         return self
 
     async def __aexit__(
@@ -198,6 +214,9 @@ class ResearchManager(ManagerFlows):
                         ", ".join(f"{k} ({v})" for k, v in failed.items()),
                     )
         finally:
+            if isinstance(self._registry, SharedRegistry):
+                with anyio.CancelScope(shield=True):
+                    await self._registry.close()
             running.poller.close()
             running.poller_scope.cancel()
             self._state = State.CLOSED

@@ -29,6 +29,7 @@ from .exceptions import (
     FayError,
     RateLimitError,
     ServerError,
+    SharedStateError,
     UnexpectedResponseError,
 )
 
@@ -45,8 +46,13 @@ PUSH_WINDOW: Final = 900.0
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether a failed status check is worth retrying (5xx, network, timeout, bad body)."""
-    return isinstance(error, (ServerError, APIConnectionError, UnexpectedResponseError))
+    """Whether a failed status check is worth retrying (5xx, network, timeout, bad body).
+
+    A shared budget whose store is away is too: no check was sent, and it may come back.
+    """
+    return isinstance(
+        error, (ServerError, APIConnectionError, UnexpectedResponseError, SharedStateError)
+    )
 
 
 StatusCallback = Callable[[ConversationInfo, "ResearchStatus | None"], Awaitable[None]]

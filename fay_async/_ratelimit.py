@@ -2,7 +2,11 @@
 
 Fay's limits are per API key and per endpoint (for example 100 status checks an hour on
 the Free tier). A :class:`RateLimiter` lives with the :class:`~fay_async.FayClient`, so
-every call made with one key draws on one budget, whoever makes it.
+every call made with one key draws on one budget, whoever makes it. The windows
+themselves live in a :class:`BudgetStore`: this process's memory by default
+(:class:`MemoryBudget`), or a store that several processes share
+(:class:`fay_async.redis.RedisBudget`), so that a fleet of workers spends one key's
+budget together.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 import anyio
 import attrs
@@ -20,7 +24,16 @@ from .exceptions import RateLimitError
 if TYPE_CHECKING:
     from ._transport import AttemptHook
 
-__all__ = ["ENDPOINTS", "Endpoint", "RateLimiter", "RateLimits", "Slot", "coerce_limits"]
+__all__ = [
+    "ENDPOINTS",
+    "BudgetStore",
+    "Endpoint",
+    "MemoryBudget",
+    "RateLimiter",
+    "RateLimits",
+    "Slot",
+    "coerce_limits",
+]
 
 Endpoint = Literal["create", "status", "output", "stop"]
 ENDPOINTS: Final[tuple[Endpoint, ...]] = ("create", "status", "output", "stop")
@@ -100,16 +113,41 @@ class Slot:
     taken_at: float
 
 
+class BudgetStore(Protocol):
+    """Where the call times of each budget window live: one process's memory, or shared.
+
+    A window is named by the limiter (the API key's fingerprint and the endpoint), so one
+    store may hold the budgets of several keys. :meth:`take` is the only decision, and it
+    is atomic; the synchronous reads are estimates for scheduling (a shared store answers
+    them from what its last :meth:`take` learnt).
+    """
+
+    async def take(self, name: str, limit: int, window: float) -> float:
+        """Count one call now if the last ``window`` seconds hold fewer than ``limit``.
+
+        0.0 when the call was counted; else the seconds until a call would be (nothing is
+        counted then).
+        """
+
+    def available(self, name: str, limit: int, window: float) -> float:
+        """Calls that could be counted now (an estimate; ``inf`` when unknown)."""
+
+    def next_free(self, name: str, limit: int, window: float) -> float:
+        """Seconds until a call could be counted (an estimate; 0.0: now)."""
+
+    def sharers(self, name: str, local: int) -> int:
+        """How many callers share the window, given ``local`` of them in this process."""
+
+
 class _Window:
     """The times of the calls made in the last ``window`` seconds, oldest first."""
 
-    __slots__ = ("limit", "lock", "sent", "window")
+    __slots__ = ("limit", "sent", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
         self.sent: deque[float] = deque()
-        self.lock = anyio.Lock()
 
     def free_at(self, now: float) -> float:
         while self.sent and self.sent[0] <= now - self.window:
@@ -119,17 +157,73 @@ class _Window:
         return self.sent[0] + self.window * (1.0 + SLACK)
 
 
-class RateLimiter:
-    """Hands out call slots under :class:`RateLimits`, waiting (fairly, FIFO) when spent."""
+class MemoryBudget:
+    """The budget windows of one process, on the event loop's clock (the default store)."""
 
-    def __init__(self, limits: RateLimits) -> None:
-        self.limits = limits
+    __slots__ = ("_windows",)
+
+    def __init__(self) -> None:
         self._windows: dict[str, _Window] = {}
+
+    def __repr__(self) -> str:
+        return f"<MemoryBudget: {len(self._windows)} windows>"
+
+    def _window(self, name: str, limit: int, window: float) -> _Window:
+        found = self._windows.get(name)
+        if found is None or found.limit != limit or found.window != window:
+            found = self._windows[name] = _Window(limit, window)
+        return found
+
+    async def take(self, name: str, limit: int, window: float) -> float:
+        # No await before the decision: the check and the count are one step.
+        return self.take_now(name, limit, window)
+
+    def take_now(self, name: str, limit: int, window: float) -> float:
+        """:meth:`take` without the coroutine (the in-memory store never waits)."""
+        spent = self._window(name, limit, window)
+        now = anyio.current_time()
+        wait = spent.free_at(now) - now
+        if wait > _EPSILON:
+            return wait
+        spent.sent.append(now)
+        return 0.0
+
+    def available(self, name: str, limit: int, window: float) -> float:
+        spent = self._window(name, limit, window)
+        spent.free_at(anyio.current_time())
+        return float(spent.limit - len(spent.sent))
+
+    def next_free(self, name: str, limit: int, window: float) -> float:
+        now = anyio.current_time()
+        wait = self._window(name, limit, window).free_at(now) - now
+        return wait if wait > _EPSILON else 0.0
+
+    def sharers(self, name: str, local: int) -> int:  # noqa: ARG002 - one process
+        return local
+
+
+class RateLimiter:
+    """Hands out call slots under :class:`RateLimits`, waiting (fairly, FIFO) when spent.
+
+    ``store`` holds the windows (a :class:`MemoryBudget` of its own by default); ``scope``
+    names this budget in it (the client passes its API key's fingerprint, since limits
+    are per key).
+    """
+
+    def __init__(
+        self, limits: RateLimits, *, store: BudgetStore | None = None, scope: str = "default"
+    ) -> None:
+        self.limits = limits
+        self.store: BudgetStore = MemoryBudget() if store is None else store
+        self.scope = scope
+        self._locks: dict[str, anyio.Lock] = {}
         for endpoint in ENDPOINTS:
-            limit = limits.limit(endpoint)
-            if limit is not None:
-                self._windows[endpoint] = _Window(limit, limits.window)
+            if limits.limit(endpoint) is not None:
+                self._locks[endpoint] = anyio.Lock()
         self._blocked_until: dict[str, float] = {}
+
+    def _name(self, endpoint: Endpoint) -> str:
+        return f"{self.scope}:{endpoint}"
 
     def available(self, endpoint: Endpoint) -> float:
         """Calls that could be made now without waiting (``inf`` when unlimited, 0 when held)."""
@@ -137,27 +231,29 @@ class RateLimiter:
         # (> and >= differ at one float value only: not mutated)
         if self._blocked_until.get(endpoint, now) > now + _EPSILON:  # pragma: no mutate
             return 0.0
-        window = self._windows.get(endpoint)
-        if window is None:
+        limit = self.limits.limit(endpoint)
+        if limit is None:
             return math.inf
-        window.free_at(now)
-        return float(window.limit - len(window.sent))
+        return self.store.available(self._name(endpoint), limit, self.limits.window)
 
     def share_interval(self, endpoint: Endpoint, sharers: int) -> float:
         """Seconds each of ``sharers`` callers must leave between calls to share the budget.
 
         With a budget of ``L`` calls per window ``W``, ``N`` callers that each call at most
-        every ``N * W / L`` seconds together stay within it (0.0 when unlimited).
+        every ``N * W / L`` seconds together stay within it (0.0 when unlimited). A shared
+        store counts the callers of every process that shares it.
         """
-        return max(1, sharers) * self.limits.interval(endpoint)
+        fleet = self.store.sharers(self._name(endpoint), sharers)
+        return max(1, fleet) * self.limits.interval(endpoint)
 
     def next_free(self, endpoint: Endpoint) -> float:
         """Seconds until a call to ``endpoint`` would get a slot (0.0: now)."""
         now = anyio.current_time()
-        window = self._windows.get(endpoint)
-        free = window.free_at(now) if window is not None else now
-        free = max(free, self._blocked_until.get(endpoint, now))
-        wait = free - now
+        limit = self.limits.limit(endpoint)
+        wait = 0.0
+        if limit is not None:
+            wait = self.store.next_free(self._name(endpoint), limit, self.limits.window)
+        wait = max(wait, self._blocked_until.get(endpoint, now) - now)
         # (a wait under _EPSILON is rounding, whichever way it is compared: not mutated)
         return wait if wait > _EPSILON else 0.0  # pragma: no mutate
 
@@ -166,28 +262,32 @@ class RateLimiter:
         until = anyio.current_time() + seconds
         self._blocked_until[endpoint] = max(self._blocked_until.get(endpoint, 0.0), until)
 
+    def _held(self, endpoint: Endpoint) -> float:
+        wait = self._blocked_until.get(endpoint, -math.inf) - anyio.current_time()
+        return wait if wait > _EPSILON else 0.0
+
     async def reserve(self, endpoint: Endpoint, *, wait: bool = True) -> Slot:
         """Take a slot for one call to ``endpoint``; wait for one, or raise when ``wait`` is off.
 
-        Slots are handed out in the order they were asked for. The slot is counted as
-        soon as it is returned: pass it to the call it was reserved for.
+        Slots are handed out in the order they were asked for (within this process). The
+        slot is counted as soon as it is returned: pass it to the call it was reserved for.
         """
-        window = self._windows.get(endpoint)
-        if window is None:
+        limit = self.limits.limit(endpoint)
+        if limit is None:
             if endpoint in self._blocked_until:
                 await self._wait_unblocked(endpoint, wait=wait)
             return Slot(endpoint, anyio.current_time())
-        async with window.lock:  # FIFO: callers get slots in the order they asked
+        async with self._locks[endpoint]:  # FIFO: callers get slots in the order they asked
             while True:
-                delay = self.next_free(endpoint)
+                delay = self._held(endpoint)
                 if delay <= 0:
-                    now = anyio.current_time()
-                    window.sent.append(now)
-                    return Slot(endpoint, now)
+                    delay = await self.store.take(self._name(endpoint), limit, self.limits.window)
+                    if delay <= 0:
+                        return Slot(endpoint, anyio.current_time())
                 if not wait:
                     raise RateLimitError(
-                        f"the client-side {endpoint} budget of {window.limit} calls per "
-                        f"{window.window:g} s is spent",
+                        f"the client-side {endpoint} budget of {limit} calls per "
+                        f"{self.limits.window:g} s is spent",
                         status_code=429,
                         code=None,
                         retry_after=delay,

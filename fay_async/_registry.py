@@ -1,21 +1,29 @@
 """What the research manager tracks: :class:`ActiveResearch` entries, keyed by request id.
 
 The manager reaches the set only through the small :class:`Registry` protocol, so that a
-store shared by several processes can stand in for the in-memory one.
+store shared by several processes can stand in for the in-memory one. A shared registry
+(:class:`SharedRegistry`, such as :class:`fay_async.redis.RedisRegistry`) keeps the same
+synchronous view of this process's researches, and runs its own tasks (heartbeat,
+messages from other processes, the orphan sweep) among the manager's.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
 from ._jsonable import JSONValue
-from ._models import ResearchStatus
+from ._models import ConversationInfo, ResearchStatus, StopResult
 
-__all__ = ["ActiveResearch", "MemoryRegistry", "Registry"]
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from .exceptions import FayError
+
+__all__ = ["ActiveResearch", "FleetHooks", "MemoryRegistry", "Registry", "SharedRegistry"]
 
 
 @attrs.frozen(kw_only=True)
@@ -52,6 +60,40 @@ class Registry(Protocol):
     def __contains__(self, request_id: object) -> bool: ...
 
     def __len__(self) -> int: ...
+
+
+@attrs.frozen
+class FleetHooks:
+    """What a shared registry may ask of its manager.
+
+    ``learned(info)``: a status another process learnt (a stop it made) of a research
+    this manager tracks; its waiters see it at once. ``stop(request_id)``: stop a
+    research this manager does not track (an orphan, or a cancel asked here for a
+    research another process owns), returning the stop's outcome.
+    """
+
+    learned: Callable[[ConversationInfo], Awaitable[None]]
+    stop: Callable[[str], Awaitable[StopResult | FayError]]
+
+
+@runtime_checkable
+class SharedRegistry(Registry, Protocol):
+    """A registry that several processes share: the manager starts and closes it."""
+
+    async def start(self, task_group: anyio.abc.TaskGroup, hooks: FleetHooks) -> None:
+        """Connect and start the registry's tasks in ``task_group`` (the manager's)."""
+
+    async def close(self) -> None:
+        """Write out what is pending, stop the tasks and leave the fleet."""
+
+    async def owner(self, request_id: str) -> str | None:
+        """The worker that tracks ``request_id`` anywhere in the fleet, if any."""
+
+    async def fleet_ids(self) -> list[str]:
+        """Every request id tracked anywhere in the fleet."""
+
+    async def stopped(self, request_id: str, outcome: StopResult | FayError) -> None:
+        """A stop of ``request_id`` is over: untrack it fleet-wide and tell its owner."""
 
 
 class MemoryRegistry:

@@ -6,6 +6,7 @@
     ├── ConfigurationError                     missing API key, unusable base URL
     ├── WebhookVerificationError               missing, malformed or wrong X-Fay-Signature
     ├── WebhookPayloadError                    a signed webhook body that is not a Fay event
+    ├── SharedStateError                       the shared store (Redis) failed; nothing sent
     ├── InvalidRequestIdError (+ ValueError)   unsafe request id, refused before sending
     ├── APIConnectionError                     network failure after retries, .sent
     │   └── APITimeoutError (+ TimeoutError)
@@ -69,6 +70,7 @@ __all__ = [
     "ResearchStoppedError",
     "ResearchTimeoutError",
     "ServerError",
+    "SharedStateError",
     "StopTimeoutError",
     "UnexpectedResponseError",
     "WebhookPayloadError",
@@ -96,6 +98,10 @@ class WebhookVerificationError(FayError):
 
 class WebhookPayloadError(FayError):
     """A correctly signed webhook body that is not a Fay event (not JSON, or a wrong shape)."""
+
+
+class SharedStateError(FayError):
+    """The shared store (Redis) could not be used; no call was counted or sent for it."""
 
 
 class InvalidRequestIdError(FayError, ValueError):

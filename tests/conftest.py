@@ -8,7 +8,8 @@ use the ``real_time`` marker, which keeps the clocks real.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import looptime
@@ -17,6 +18,8 @@ import trio.testing
 
 from fay_async import FayClient, ResearchManager
 from fay_async.testing import FayEmulator
+
+from ._redis_server import redis_server as _redis_server
 
 API_KEY = "test-key-not-a-real-secret"
 
@@ -73,3 +76,19 @@ async def manager(fay: FayClient) -> AsyncIterator[ResearchManager]:
     """An open ResearchManager on ``fay``."""
     async with ResearchManager(fay) as manager:
         yield manager
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for the whole session (it fails if not installed)."""
+    with _redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of this test's own, so that tests sharing the server never meet."""
+    return f"t{next(_prefixes)}"

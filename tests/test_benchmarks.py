@@ -16,6 +16,7 @@ from benchmarks import (
     BENCHMARKS,
     __main__,
     disconnect,
+    fleet,
     free_tier,
     manager,
     overhead,
@@ -151,4 +152,12 @@ def test_every_benchmark_has_a_name() -> None:
         "sniffio",
         "stops",
         "webhooks",
+        "fleet",
     }
+
+
+def test_fleet_rows(redis_url: str) -> None:
+    rows = fleet.run(quick=True)
+    _check(rows, expected=4)
+    assert all(row.value > 0 for row in rows)
+    assert all(row.ok for row in rows if row.target)

@@ -69,3 +69,14 @@ async def test_the_manager_snippet(capsys: pytest.CaptureFixture[str]) -> None:
     assert names["outcomes"] == {}
     stopped = emulator.research(names["second"])
     assert stopped.status is fay_async.ResearchStatus.STOPPED
+
+
+@pytest.mark.real_time
+@pytest.mark.asyncio_only
+async def test_the_many_workers_snippet(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator = FayEmulator(scenario=Scenario(pending_s=100.0, processing_s=100.0))
+    monkeypatch.setenv("FAY_REDIS_URL", redis_url)
+    names = await run(snippet("RedisRegistry(url)"), {"FayClient": emulator.client})
+    assert names["stopped"].status is fay_async.ResearchStatus.STOPPED
+    assert names["everything"] == {}
+    assert names["client"].rate_limiter.store is names["budget"]

@@ -282,7 +282,15 @@ def _checked_out(out: Path, source: Path) -> Path:
 
 
 async def batch(args: argparse.Namespace) -> int:
-    """``fay-async batch FILE --out OUT``: a resumable batch; see :func:`run_batch`."""
+    """``fay-async batch FILE --out OUT``: a resumable batch; see :func:`run_batch`.
+
+    With ``--redis URL`` (or ``$FAY_REDIS_URL``), a worker of a batch shared by several
+    processes: see :mod:`fay_async._cli.fleetbatch`.
+    """
+    from .fleetbatch import fleet_batch, redis_url  # noqa: PLC0415 - a rarer case
+
+    if redis_url(args) is not None:
+        return await fleet_batch(args)
     items = read_items(args.file)
     out = _checked_out(Path(args.out), Path(args.file))
     with Journal(journal_path(out)) as journal, open_progress() as progress:

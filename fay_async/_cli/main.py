@@ -352,7 +352,10 @@ def _add_batch(subparsers: _Subparsers) -> None:
             "(OUT.journal.sqlite) records each research as it is created: rerun the same "
             "command after a crash or Ctrl-C and it resumes, never paying for a prompt "
             "twice. Exit codes: 0 all completed, 1 some did not, 2 bad input, 130 "
-            "interrupted (the researches in flight were stopped)."
+            "interrupted (the researches in flight were stopped). With --redis URL (or "
+            "$FAY_REDIS_URL), run the same command as several workers on any hosts: each "
+            "prompt is created once fleet-wide, the workers share --tier's budget, and each "
+            "writes the union of the results to its --out when none is left."
         ),
     )
     parser.add_argument("file", metavar="FILE", help="the prompts: .txt or .jsonl")
@@ -371,12 +374,48 @@ def _add_batch(subparsers: _Subparsers) -> None:
         help="create again the prompts whose create was cut off by a crash (their first "
         "research may exist and be billed; by default they are reported, not re-created)",
     )
+    _redis_options(parser)
     parser.set_defaults(run=_command("batchrun", "batch"))
+
+
+def _redis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="share the batch with other workers through this Redis (default: $FAY_REDIS_URL)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=_positive_float,
+        default=15.0,
+        help="with --redis: seconds after which a silent worker's prompts are taken over "
+        "(default 15)",
+    )
+
+
+def _add_batch_export(subparsers: _Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "batch-export",
+        help="write the results of a batch shared through Redis",
+        description=(
+            "Write one JSON line per prompt of FILE to --out: the result recorded by "
+            "whichever worker ran it, or status UNFINISHED with its state. Exit code 0 "
+            "when every prompt completed, 1 otherwise."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="the batch's input, as given to the workers")
+    parser.add_argument(
+        "--out", required=True, metavar="OUT", help="where to write the results (JSONL)"
+    )
+    _redis_options(parser)
+    parser.set_defaults(run=_command("fleetbatch", "batch_export"))
 
 
 _SUBCOMMANDS: Final[tuple[Callable[[_Subparsers], None], ...]] = (
     _add_research,
     _add_batch,
+    _add_batch_export,
     _add_status,
     _add_output,
     _add_stop,

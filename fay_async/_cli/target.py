@@ -11,6 +11,7 @@ from typing import Final
 import attrs
 
 from fay_async import (
+    BudgetStore,
     FayClient,
     PollPolicy,
     RateLimits,
@@ -59,12 +60,17 @@ def _rate_limits(tier: str | None, speed: float) -> RateLimits | None:
 
 @contextlib.asynccontextmanager
 async def open_target(
-    args: argparse.Namespace, *, webhook_url: str | None = None, webhook_secret: str | None = None
+    args: argparse.Namespace,
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    budget: BudgetStore | None = None,
 ) -> AsyncIterator[Target]:
     """The client for this invocation: ``--emulator`` or the service (key from the env).
 
     With ``webhook_url``, the emulator delivers its webhooks there, signed with
-    ``webhook_secret`` (the service sends them where its dashboard says).
+    ``webhook_secret`` (the service sends them where its dashboard says). ``budget`` is
+    where the ``--tier`` budget lives (shared by a fleet of workers).
     """
     tier = getattr(args, "tier", None)
     delivering: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
@@ -93,7 +99,10 @@ async def open_target(
                 "or pass --api-key; or try it offline with --emulator"
             )
         client = FayClient(
-            args.api_key, base_url=args.base_url, rate_limits=_rate_limits(tier, 1.0)
+            args.api_key,
+            base_url=args.base_url,
+            rate_limits=_rate_limits(tier, 1.0),
+            budget=budget if tier is not None else None,
         )
         speed, emulated = 1.0, False
     async with client, delivering:

@@ -1,0 +1,1 @@
+"""The Redis implementations behind :mod:`fay_async.redis` (an optional extra)."""

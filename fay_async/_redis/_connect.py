@@ -1,0 +1,90 @@
+"""One Redis connection per store: made in the running asyncio loop, its URL never shown."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Final
+
+import sniffio
+
+from fay_async.exceptions import ConfigurationError, SharedStateError
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["Connection", "redact"]
+
+_EXTRA: Final = 'pip install "fay-async[redis]"'
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs and reprs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def refuse_trio(what: str) -> None:
+    """Raise when called on trio: redis-py's asyncio client runs on asyncio only."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return  # not in an event loop yet: checked again on first use
+    if library != "asyncio":
+        raise ConfigurationError(
+            f"{what} needs asyncio: redis-py's asyncio client does not run on {library}; "
+            "run this process on asyncio, or use the in-memory budget and registry"
+        )
+
+
+class Connection:
+    """A store's Redis client, created on first use in the running loop (or given)."""
+
+    __slots__ = ("_client", "_owned", "_url", "_what")
+
+    def __init__(self, what: str, url: str | None, client: Any) -> None:
+        if (url is None) == (client is None):
+            raise ConfigurationError(f"{what} needs a Redis URL or a client (one of the two)")
+        if url is not None and not isinstance(url, str):
+            raise ConfigurationError(f"{what}: the Redis URL must be a string")
+        refuse_trio(what)
+        self._what = what
+        self._url = url
+        self._client: redis.asyncio.Redis | None = client
+        self._owned = client is None
+
+    @property
+    def where(self) -> str:
+        """The URL without its password, for messages."""
+        return "the given Redis client" if self._url is None else redact(self._url)
+
+    def client(self) -> redis.asyncio.Redis:
+        """The client, made now if needed (in the running asyncio loop)."""
+        refuse_trio(self._what)
+        if self._client is None:
+            try:
+                import redis.asyncio  # noqa: PLC0415 - an optional extra
+            except ModuleNotFoundError:
+                raise ConfigurationError(f"{self._what} needs redis-py: {_EXTRA}") from None
+            assert self._url is not None  # noqa: S101 - one of the two was given
+            self._client = redis.asyncio.Redis.from_url(self._url, decode_responses=True)
+        return self._client
+
+    def failed(self, error: BaseException, doing: str) -> SharedStateError:
+        """The error to raise for a Redis failure while ``doing`` something."""
+        return SharedStateError(
+            f"{self._what}: Redis at {self.where} failed while {doing}: {error}"
+        )
+
+    async def aclose(self) -> None:
+        """Close the client if this store made it."""
+        client, self._client = self._client, None
+        if client is not None and self._owned:
+            await client.aclose()
+        elif client is not None:
+            self._client = client
