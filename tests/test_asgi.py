@@ -8,16 +8,14 @@ mid-request. ASGI-level tests run on asyncio and trio, on virtual time.
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -26,9 +24,9 @@ from starlette.routing import Route
 from fay_async import PollPolicy, ResearchManager, ResearchStatus
 from fay_async.asgi import READ_AHEAD, CancelOnDisconnect, cancel_on_disconnect
 from fay_async.testing import FayEmulator, Scenario
-from fay_async.testing._server import bind_socket
 
 from ._emulated import running
+from ._served import eventually, served
 
 Message = dict[str, Any]
 #: Concurrent raw-socket clients of the served research tests.
@@ -41,34 +39,9 @@ FAST_POLLS = PollPolicy(
 # --- a real server and raw clients ----------------------------------------------------------
 
 
-@asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[int]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in this event loop; yield the port."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http="h11"
-    )
-    server = uvicorn.Server(config)
-    sock = bind_socket("127.0.0.1", 0)
-    errors: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = errors.append  # type: ignore[method-assign]
-    logging.getLogger("uvicorn.error").addHandler(handler)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(5):
-                while not server.started:  # noqa: ASYNC110 - uvicorn has no event for it
-                    await anyio.sleep(0.002)
-            try:
-                yield sock.getsockname()[1]
-            finally:
-                server.should_exit = True
-                server.force_exit = True
-    finally:
-        logging.getLogger("uvicorn.error").removeHandler(handler)
-        sock.close()
-    # A disconnect-driven cancellation is no application error.
-    assert [r.getMessage() for r in errors if r.levelno >= logging.ERROR] == []
+def serve(app: Any) -> AbstractAsyncContextManager[int]:
+    """``app`` under uvicorn; leaving does not wait for the requests still in flight."""
+    return served(app, force_exit=True)
 
 
 def request_bytes(method: str, target: str, body: bytes = b"") -> bytes:
@@ -102,12 +75,6 @@ async def hang_up(port: int, target: str, *, when: Callable[[], Any]) -> None:
 
 def without_date(raw: bytes) -> bytes:
     return re.sub(rb"\r\ndate: [^\r]*", b"", raw, flags=re.IGNORECASE)
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    with anyio.fail_after(seconds):
-        while not condition():  # noqa: ASYNC110 - polls state kept by other parts
-            await anyio.sleep(0.005)
 
 
 # --- cancellation under uvicorn -------------------------------------------------------------

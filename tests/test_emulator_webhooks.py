@@ -24,7 +24,7 @@ from fay_async.testing import (
 )
 from fay_async.webhooks import WebhookEvent, WebhookReceiver, parse_event
 
-from .test_webhooks_served import eventually
+from ._served import eventually
 from .test_webhooks_served import serve as serve_in_loop
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,8 @@ from fay_async import ResearchManager, ResearchStatus
 from fay_async.testing import FayEmulator, Scenario
 
 from ._emulated import running
-from .test_asgi import eventually, serve
+from ._served import eventually
+from .test_asgi import serve
 from .test_examples import EXAMPLES, README, load
 
 S = ResearchStatus

@@ -6,56 +6,27 @@ the real clock, over a loopback socket; the app tests run on asyncio and trio.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
-from fay_async.testing._server import bind_socket
 from fay_async.webhooks import WebhookEvent, WebhookReceiver
 
+from ._served import eventually, served
 from .test_webhooks import OUTPUT_EVENT, SECRET, STATUS_EVENT, TEST_EVENT, body_of, sign
 
 
 @asynccontextmanager
 async def serve(app: Any, *, lifespan: str) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 in this event loop; yield its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan=lifespan, log_level="warning", http="h11"
-    )
-    server = uvicorn.Server(config)
-    sock = bind_socket("127.0.0.1", 0)
-    errors: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = errors.append  # type: ignore[method-assign]
-    logging.getLogger("uvicorn.error").addHandler(handler)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            with anyio.fail_after(5):
-                while not server.started:  # noqa: ASYNC110 - uvicorn has no event for it
-                    await anyio.sleep(0.002)
-            try:
-                yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-            finally:
-                server.should_exit = True
-    finally:
-        logging.getLogger("uvicorn.error").removeHandler(handler)
-        sock.close()
-    assert [r.getMessage() for r in errors if r.levelno >= logging.ERROR] == []
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    with anyio.fail_after(seconds):
-        while not condition():  # noqa: ASYNC110 - polls state kept by other parts
-            await anyio.sleep(0.005)
+    async with served(app, lifespan=lifespan) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def signed(event: dict[str, Any]) -> dict[str, Any]:
