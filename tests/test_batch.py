@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 
 from fay_async import BatchItem, FayClient, ResearchManager, ResearchStatus, research_many
-from fay_async.testing import Fault, FayEmulator, Scenario
+from fay_async.testing import Fault, FayEmulator
 
-from ._emulated import running
+from ._emulated import by_prompt, running
 
 pytestmark = pytest.mark.anyio
 
 
-def scenario(prompt: str) -> Scenario:
-    """Durations and outcomes read from the prompt: 'slow', 'fail', else 10 s + 10 s."""
-    if "slow" in prompt:
-        return Scenario(pending_s=500.0, processing_s=500.0)
-    if "fail" in prompt:
-        return Scenario(pending_s=5.0, processing_s=5.0, outcome="FAILED", error_message="boom")
-    return Scenario(pending_s=10.0, processing_s=10.0)
-
-
 @pytest.fixture
 def emulator() -> FayEmulator:
-    return FayEmulator(scenario=scenario, seed=3)
-
-
-@pytest.fixture
-async def manager(emulator: FayEmulator) -> AsyncIterator[ResearchManager]:
-    async with emulator.client() as client, ResearchManager(client) as manager:
-        yield manager
+    return FayEmulator(scenario=by_prompt, seed=3)
 
 
 async def test_one_result_per_prompt_with_outputs_and_errors(

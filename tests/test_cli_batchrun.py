@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,31 +13,16 @@ from fay_async._cli.batchrun import run_batch
 from fay_async._cli.inputs import BatchInputError
 from fay_async._cli.journal import Journal
 from fay_async._cli.progress import BatchProgress
-from fay_async.testing import Fault, FayEmulator, Scenario
+from fay_async.testing import Fault, FayEmulator
 
-from ._emulated import running
+from ._emulated import by_prompt, running
 
 pytestmark = pytest.mark.anyio
 
 
-def scenario(prompt: str) -> Scenario:
-    """Durations and outcomes read from the prompt: 'slow', 'fail', else 10 s + 10 s."""
-    if "slow" in prompt:
-        return Scenario(pending_s=500.0, processing_s=500.0)
-    if "fail" in prompt:
-        return Scenario(pending_s=5.0, processing_s=5.0, outcome="FAILED", error_message="boom")
-    return Scenario(pending_s=10.0, processing_s=10.0)
-
-
 @pytest.fixture
 def emulator() -> FayEmulator:
-    return FayEmulator(scenario=scenario, seed=3)
-
-
-@pytest.fixture
-async def manager(emulator: FayEmulator) -> AsyncIterator[ResearchManager]:
-    async with emulator.client() as client, ResearchManager(client) as manager:
-        yield manager
+    return FayEmulator(scenario=by_prompt, seed=3)
 
 
 class Recorder(BatchProgress):
