@@ -49,8 +49,8 @@ class _Options:
     max_retry_after: float
 
 
-def _key_scope(api_key: str) -> str:
-    """A name for the key's budget in a shared store: a fingerprint, never the key."""
+def _fingerprint(api_key: str) -> str:
+    """A name for the key in shared stores and logs: 16 hex digits of its SHA-256."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
@@ -121,8 +121,11 @@ class FayClient:
                 "budget=...)"
             )
         self.rate_limits = limits
+        self._fingerprint = _fingerprint(key)
         self._limiter = (
-            RateLimiter(limits, store=budget, scope=_key_scope(key)) if limits is not None else None
+            RateLimiter(limits, store=budget, scope=self._fingerprint)
+            if limits is not None
+            else None
         )
         self._options = _Options(
             timeout=timeout,
@@ -188,6 +191,14 @@ class FayClient:
     def base_url(self) -> str:
         """The origin the client talks to (``/api/v1`` is added to every path)."""
         return self._base_url
+
+    @property
+    def key_fingerprint(self) -> str:
+        """A fingerprint of the API key (16 hex digits of its SHA-256), safe to show.
+
+        Shared stores name the key's budget and researches with it, never with the key.
+        """
+        return self._fingerprint
 
     @property
     def rate_limiter(self) -> RateLimiter | None:

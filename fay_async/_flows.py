@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -35,7 +36,14 @@ from ._registry import Registry, SharedRegistry
 from ._stops import StopJob, Stops
 from ._tasks import HostedTaskGroup
 from ._validators import check_callable, check_timeout, validate_request_id
-from .exceptions import FayError, NotFoundError, NotTrackedError, ResearchTimeoutError
+from .exceptions import (
+    FayError,
+    NotFoundError,
+    NotTrackedError,
+    ResearchTimeoutError,
+    SharedStateError,
+    StopTimeoutError,
+)
 
 __all__ = ["ManagerFlows", "Running", "State", "create_request"]
 
@@ -60,6 +68,8 @@ class Running:
     stops: Stops
     creates: Creates
 
+
+logger: Final = logging.getLogger("fay_async")
 
 #: What a stop may find a research that ended without it: then it was not stopped.
 _ENDED_ON_ITS_OWN: Final = frozenset({ResearchStatus.COMPLETED, ResearchStatus.FAILED})
@@ -222,7 +232,7 @@ class ManagerFlows:
             shared = self._registry
             if isinstance(shared, SharedRegistry) and await shared.owner(request_id):
                 outcome_ = await self._stop_untracked(request_id)
-                await shared.stopped(request_id, outcome_)
+                await _tell_fleet(shared, request_id, outcome_)
                 if isinstance(outcome_, FayError):
                     raise outcome_
                 return outcome_
@@ -260,7 +270,10 @@ class ManagerFlows:
 
         ``fleet=True`` (with a shared registry) stops every research tracked by any
         process of the fleet, from here; their owners' waiters raise
-        :class:`ResearchStoppedError`.
+        :class:`ResearchStoppedError`. It raises :class:`SharedStateError` (having
+        stopped nothing) when the fleet's list cannot be read. With a shared registry, a
+        research whose stop failed is left to the fleet: every live worker's orphan sweep
+        tries again.
         """
         limit = check_timeout(timeout)
         self._check_open()
@@ -273,12 +286,18 @@ class ManagerFlows:
         others = [i for i in await shared.fleet_ids() if i not in shared]
         results = await self._cancel_all(limit, local + others)
         for request_id in others:
-            await shared.stopped(request_id, results[request_id])
+            await _tell_fleet(shared, request_id, results[request_id])
         return results
 
     async def _stop_untracked(self, request_id: str) -> StopResult | FayError:
         """Stop a research this manager does not track (checking its status first)."""
-        job = self._check_open().stops.job_for(request_id, check_first=True)
+        if self._state is not State.OPEN or self._running is None:  # the sweep, while closing
+            return StopTimeoutError(
+                f"stopping research {request_id} was not sent: the manager is closing",
+                request_id=request_id,
+                sent=False,
+            )
+        job = self._running.stops.job_for(request_id, check_first=True)
         await job.settled()
         return job.report()
 
@@ -301,8 +320,12 @@ class ManagerFlows:
             for job in jobs.values():
                 job.give_up_queueing()  # nothing for those sent, or done
                 await job.done.wait()
-        for request_id in jobs:
-            self._registry.discard(request_id)
+        shared = self._registry if isinstance(self._registry, SharedRegistry) else None
+        for request_id, job in jobs.items():
+            if shared is not None and not _stopped_or_unknown(job.report()):
+                shared.orphan(request_id)  # left to the fleet's sweep, not forgotten
+            else:
+                self._registry.discard(request_id)
             stops.unstoppable.discard(request_id)
         return {request_id: job.report() for request_id, job in jobs.items()}
 
@@ -322,6 +345,25 @@ class ManagerFlows:
             await running.poller.settle(request_id, job.result.status)
         elif self._state is State.OPEN:  # it ended on its own: a check gives its real info
             running.poller.poll_soon(request_id)
+
+
+def _stopped_or_unknown(outcome: StopResult | FayError) -> bool:
+    """Whether nothing is left to stop: stopped, ended, or unknown to the service (404)."""
+    return isinstance(outcome, (StopResult, NotFoundError))
+
+
+async def _tell_fleet(
+    shared: SharedRegistry, request_id: str, outcome: StopResult | FayError
+) -> None:
+    """Untrack a stopped research fleet-wide and tell its owner; a Redis failure is logged.
+
+    The stop itself is done by then: its outcome stands, and the owner still learns the
+    end from its own status checks.
+    """
+    try:
+        await shared.stopped(request_id, outcome)
+    except SharedStateError as error:
+        logger.warning("research %s: the fleet was not told of its stop: %s", request_id, error)
 
 
 def create_request(

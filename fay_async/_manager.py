@@ -180,7 +180,9 @@ class ResearchManager(ManagerFlows):
         self._state = State.OPEN
         if isinstance(self._registry, SharedRegistry):
             try:
-                await self._registry.start(tg, FleetHooks(self._learned, self._stop_untracked))
+                await self._registry.start(
+                    tg, FleetHooks(self._learned, self._stop_untracked, self.client.key_fingerprint)
+                )
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self.__aexit__(None, None, None)
@@ -215,6 +217,11 @@ class ResearchManager(ManagerFlows):
                     )
         finally:
             if isinstance(self._registry, SharedRegistry):
+                # Stops of researches this manager does not track (the orphan sweep's, a
+                # cancel of another worker's) are not this exit's to wait for: those not
+                # sent yet end now, and what they would have stopped stays in the fleet's
+                # registry for the other workers' sweeps.
+                running.stops.give_up_queueing(keep=self._registry)
                 with anyio.CancelScope(shield=True):
                     await self._registry.close()
             running.poller.close()

@@ -69,11 +69,14 @@ class FleetHooks:
     ``learned(info)``: a status another process learnt (a stop it made) of a research
     this manager tracks; its waiters see it at once. ``stop(request_id)``: stop a
     research this manager does not track (an orphan, or a cancel asked here for a
-    research another process owns), returning the stop's outcome.
+    research another process owns), returning the stop's outcome. ``key`` is the
+    fingerprint of the manager's API key (:attr:`FayClient.key_fingerprint`): researches
+    exist per key, so the fleet's registry is per key too.
     """
 
     learned: Callable[[ConversationInfo], Awaitable[None]]
     stop: Callable[[str], Awaitable[StopResult | FayError]]
+    key: str
 
 
 @runtime_checkable
@@ -94,6 +97,12 @@ class SharedRegistry(Registry, Protocol):
 
     async def stopped(self, request_id: str, outcome: StopResult | FayError) -> None:
         """A stop of ``request_id`` is over: untrack it fleet-wide and tell its owner."""
+
+    def orphan(self, request_id: str) -> None:
+        """Untrack ``request_id`` here but leave it to the fleet: a stop of it failed.
+
+        Any live worker's sweep stops it later (this one's too, while it lives).
+        """
 
 
 class MemoryRegistry:

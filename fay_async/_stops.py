@@ -13,7 +13,7 @@ runs shares that one stop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Final
 
 import anyio
@@ -104,6 +104,12 @@ class Stops:
     def __contains__(self, request_id: object) -> bool:
         """Whether a stop of ``request_id`` is in progress."""
         return request_id in self._jobs
+
+    def give_up_queueing(self, keep: Container[str] = ()) -> None:
+        """End the wait of every stop not sent yet, but those of the ids in ``keep``."""
+        for request_id, job in list(self._jobs.items()):
+            if request_id not in keep:
+                job.give_up_queueing()
 
     def job_for(self, request_id: str, *, check_first: bool = False) -> StopJob:
         """The stop in progress for ``request_id``, or a new one running as a task.

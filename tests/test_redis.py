@@ -193,6 +193,12 @@ def registry(url: str, prefix: str, **kwargs: Any) -> RedisRegistry:
     return RedisRegistry(url, key_prefix=prefix, lease=1.0, **kwargs)
 
 
+async def entries_key(prefix: str, emulator: FayEmulator) -> str:
+    """The Redis hash of the fleet's researches made with the emulator's API key."""
+    async with emulator.client() as client:
+        return f"{prefix}:{client.key_fingerprint}:registry"
+
+
 async def test_cancel_from_another_worker_reaches_the_owners_waiters(
     redis_url: str, redis_prefix: str, emulator: FayEmulator
 ) -> None:
@@ -254,14 +260,15 @@ async def test_orphans_of_a_dead_worker_are_swept(
     async with emulator.client() as client:
         orphan = (await client.create_conversation("left behind")).request_id
     raw = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    entries = await entries_key(redis_prefix, emulator)
     entry = {"owner": "dead-worker", "prompt": "left behind", "status": "PENDING"}
-    await raw.hset(f"{redis_prefix}:registry", orphan, json.dumps(entry))
+    await raw.hset(entries, orphan, json.dumps(entry))
     shared = registry(redis_url, redis_prefix, sweep_every=0.1)
     async with emulator.client() as client, ResearchManager(client, registry=shared):
         await until(lambda: emulator.research(orphan).status is ResearchStatus.STOPPED)
         await until(lambda: shared.swept == 1)
     assert shared.swept == 1
-    assert await raw.hlen(f"{redis_prefix}:registry") == 0
+    assert await raw.hlen(entries) == 0
     await raw.aclose()
 
 
@@ -272,7 +279,7 @@ async def test_a_restart_with_the_same_name_sweeps_its_previous_life(
         left = (await client.create_conversation("q")).request_id
     raw = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     entry = {"owner": "web-1", "prompt": "q", "status": None}
-    await raw.hset(f"{redis_prefix}:registry", left, json.dumps(entry))
+    await raw.hset(await entries_key(redis_prefix, emulator), left, json.dumps(entry))
     await raw.set(f"{redis_prefix}:worker:web-1", "1", px=60_000)  # its lease still runs
     shared = RedisRegistry(redis_url, key_prefix=redis_prefix, lease=60.0, worker_id="web-1")
     async with emulator.client() as client, ResearchManager(client, registry=shared) as manager:
@@ -299,7 +306,7 @@ async def test_leaving_without_cancel_leaves_nothing_for_the_sweep(
         assert await shared.owner(request_id) == shared.worker_id
         assert "1 tracked here" in repr(shared)
     raw = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-    assert await raw.hlen(f"{redis_prefix}:registry") == 0
+    assert await raw.hlen(await entries_key(redis_prefix, emulator)) == 0
     assert await raw.exists(f"{redis_prefix}:worker:{shared.worker_id}") == 0
     await raw.aclose()
     assert emulator.research(request_id).status is ResearchStatus.PENDING

@@ -31,6 +31,9 @@ logger: Final = logging.getLogger("fay_async.redis")
 
 #: How long leaving may spend writing out what is pending, at most.
 _CLOSE_GRACE: Final = 5.0
+#: The owner of a research no worker tracks any more (its stop failed): no lease has this
+#: name, so every sweep takes it for an orphan and tries to stop it again.
+_NOBODY: Final = ""
 
 
 def _worker_name() -> str:
@@ -82,6 +85,7 @@ class RedisRegistry:
         self._scope: anyio.CancelScope | None = None
         self._finished: anyio.Event | None = None
         self._hooks: FleetHooks | None = None
+        self._key = ""
         self._pubsub: Any = None
         self._started = False
         #: How many orphans this worker has stopped.
@@ -95,13 +99,19 @@ class RedisRegistry:
 
     # --- Redis names ------------------------------------------------------------------------
 
+    # Researches exist per API key: the entries, the channel and the sweep claims are
+    # named with the key's fingerprint, learnt from the manager's client at start().
+
     @property
     def _entries(self) -> str:
-        return f"{self.key_prefix}:registry"
+        return f"{self.key_prefix}:{self._key}:registry"
 
     @property
     def _channel(self) -> str:
-        return f"{self.key_prefix}:registry:events"
+        return f"{self.key_prefix}:{self._key}:registry:events"
+
+    def _sweeping(self, request_id: str) -> str:
+        return f"{self.key_prefix}:{self._key}:sweeping:{request_id}"
 
     def _worker(self, worker_id: str) -> str:
         return f"{self.key_prefix}:worker:{worker_id}"
@@ -131,6 +141,12 @@ class RedisRegistry:
         self._poke()
         return True
 
+    def orphan(self, request_id: str) -> None:
+        entry = self._local.get(request_id)
+        if entry is None or not self._local.discard(request_id):
+            return
+        self._write(entry, owner=_NOBODY)
+
     def ids(self) -> list[str]:
         return self._local.ids()
 
@@ -143,9 +159,10 @@ class RedisRegistry:
     def __len__(self) -> int:
         return len(self._local)
 
-    def _write(self, entry: ActiveResearch) -> None:
+    def _write(self, entry: ActiveResearch, *, owner: str | None = None) -> None:
         status = None if entry.status is None else entry.status.value
-        value = {"owner": self.worker_id, "prompt": entry.prompt, "status": status}
+        owner = self.worker_id if owner is None else owner
+        value = {"owner": owner, "prompt": entry.prompt, "status": status}
         self._pending.append((entry.request_id, json.dumps(value)))
         self._poke()
 
@@ -188,6 +205,7 @@ class RedisRegistry:
             raise RuntimeError("a RedisRegistry serves one ResearchManager, once")
         self._started = True
         self._hooks = hooks
+        self._key = hooks.key
         client = self._connection.client()
         try:
             await client.set(self._worker(self.worker_id), "1", px=self._lease_ms())
@@ -323,7 +341,7 @@ class RedisRegistry:
         stopped = 0
         for request_id in orphans:
             claimed = await client.set(
-                f"{self.key_prefix}:sweeping:{request_id}",
+                self._sweeping(request_id),
                 self.worker_id,
                 nx=True,
                 px=2 * self._lease_ms(),
