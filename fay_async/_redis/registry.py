@@ -59,7 +59,9 @@ class RedisRegistry:
     the manager goes on with its own researches while Redis is away (fleet-wide cancels
     raise ``SharedStateError``), writes out what changed when Redis is back, and a worker
     that cannot renew its lease for ``lease`` seconds is treated as dead by the others.
-    asyncio only: on trio it refuses at construction.
+    Entries are written out by a background task, a few milliseconds after the manager
+    tracks a research: a worker killed in between leaves a research the fleet never
+    saw. asyncio only: on trio it refuses at construction.
     """
 
     def __init__(
@@ -212,6 +214,10 @@ class RedisRegistry:
             self._pubsub = client.pubsub(ignore_subscribe_messages=True)
             await self._pubsub.subscribe(self._channel)
         except Exception as error:
+            with anyio.CancelScope(shield=True):
+                if self._pubsub is not None:
+                    await self._pubsub.aclose()
+                await self._connection.aclose()
             raise self._connection.failed(error, "joining the fleet") from error
         self._wake = anyio.Event()
         self._finished = anyio.Event()
