@@ -18,15 +18,35 @@ _EXTRA: Final = 'pip install "fay-async[redis]"'
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for logs and reprs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` with every password in it replaced by ``***``, for logs and reprs; never raises.
+
+    Masked: the password of the user part (``redis://user:***@host``) and the value of
+    every query parameter whose name contains ``password`` (redis-py reads
+    ``?password=...`` too). The host is kept as written (an IPv6 host keeps its
+    brackets, a port that is not a number stays as it is).
+    """
+    try:
+        scheme, netloc, path, query, fragment = urllib.parse.urlsplit(url)
+    except Exception:  # noqa: BLE001 - a URL this cannot read is shown as nothing of it
+        return _UNREADABLE
+    userinfo, at, host = netloc.rpartition("@")
+    shown_netloc = f"{userinfo.partition(':')[0]}:***@{host}" if at and ":" in userinfo else netloc
+    shown_query = "&".join(_masked(part) for part in query.split("&"))
+    if shown_netloc == netloc and shown_query == query:
+        return url  # nothing to hide: shown exactly as given
+    shown = f"{scheme}://{shown_netloc}{path}"
+    return shown + (f"?{shown_query}" if query else "") + (f"#{fragment}" if fragment else "")
+
+
+_UNREADABLE: Final = "<a Redis URL that cannot be parsed>"
+
+
+def _masked(parameter: str) -> str:
+    """One ``name=value`` of a query, its value masked if the name is a password's."""
+    name, equals, _value = parameter.partition("=")
+    if equals and "password" in urllib.parse.unquote_plus(name).lower():
+        return f"{name}=***"
+    return parameter
 
 
 def refuse_trio(what: str) -> None:
