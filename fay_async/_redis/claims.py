@@ -22,7 +22,7 @@ import anyio
 
 from fay_async._validators import check_seconds
 
-from ._connect import Connection
+from ._connect import Connection, check_key_prefix
 
 __all__ = ["BatchClaims", "Claim"]
 
@@ -89,6 +89,7 @@ class BatchClaims:
     ) -> None:
         self._url = url
         self._connection = Connection("the batch's claims", url, None)
+        check_key_prefix(key_prefix)
         self.lease = check_seconds(lease, "lease")
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._hash = f"{key_prefix}:batch:{batch}"

@@ -15,7 +15,7 @@ import anyio.abc
 from fay_async._models import ResearchStatus
 from fay_async._webhook_events import WebhookEvent, decode_event
 
-from ._connect import Connection
+from ._connect import Connection, check_key_prefix
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -93,7 +93,7 @@ class WebhookFanout:
         decode: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self._connection = Connection("WebhookFanout", url, client)
-        self.key_prefix = key_prefix
+        self.key_prefix = check_key_prefix(key_prefix)
         self._decode = decode
         #: Events handed to this worker's manager.
         self.delivered = 0
