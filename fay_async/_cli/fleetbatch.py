@@ -23,7 +23,6 @@ from typing import Any, Final
 import anyio
 
 from fay_async import BatchItem, research_many
-from fay_async._redis.claims import ClaimLostError
 
 from .batchrun import _checked_out, _cut_off_by_a_crash, _rewrite, _with_retry_hint
 from .inputs import read_items
@@ -81,6 +80,8 @@ class _Marks:
         self.lost: set[str] = set()
 
     def _mark(self, step: Any, item: BatchItem, *args: Any) -> None:
+        from fay_async.redis import ClaimLostError  # noqa: PLC0415 - an optional extra
+
         try:
             step(item.key, *args)
         except ClaimLostError:
@@ -96,6 +97,8 @@ class _Marks:
 
 async def _record(claims: Any, key: str, record: dict[str, Any] | None) -> None:
     """Record ``key``'s result, unless another worker took it over (then say so)."""
+    from fay_async.redis import ClaimLostError  # noqa: PLC0415 - an optional extra
+
     if record is not None:
         try:
             await claims.finished(key, record)
