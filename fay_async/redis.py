@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from ._redis._connect import redact
 from ._redis.budget import RedisBudget
-from ._redis.claims import BatchClaims, Claim, batch_name
+from ._redis.claims import BatchClaims, Claim, ClaimLostError, batch_name
 from ._redis.events import WebhookFanout
 from ._redis.registry import RedisRegistry
 
 __all__ = [
     "BatchClaims",
     "Claim",
+    "ClaimLostError",
     "RedisBudget",
     "RedisRegistry",
     "WebhookFanout",

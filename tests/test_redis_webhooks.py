@@ -12,10 +12,12 @@ import hmac
 import logging
 
 import anyio
+import httpx
 import pytest
 import redis.asyncio
 
-from fay_async import ResearchManager, ResearchStatus
+from fay_async import ResearchManager, ResearchStatus, SharedStateError
+from fay_async._webhook_events import decode_event
 from fay_async.redis import WebhookFanout
 from fay_async.testing import FayEmulator, Scenario
 from fay_async.webhooks import WebhookEvent, WebhookReceiver
@@ -80,8 +82,6 @@ async def test_a_webhook_event_crosses_as_the_same_event(redis_url: str, redis_p
         b'{"id": "evt_1", "type": "Status", "created": 1764547200,'
         b' "data": {"request_id": "r-1", "status": "PROCESSING", "prompt": "q"}}'
     )
-    from fay_async._webhook_events import decode_event
-
     sent = decode_event(body)
     sink = Sink("r-1")
     publisher, listener = (WebhookFanout(redis_url, key_prefix=redis_prefix) for _ in range(2))
@@ -122,3 +122,28 @@ async def test_a_message_that_is_not_an_event_is_logged_and_skipped(
     assert [getattr(e, "request_id", None) for e in sink.events] == ["r-2"]
     failures = [r for r in caplog.records if "is not a webhook event" in r.getMessage()]
     assert len(failures) == 2
+
+
+async def test_an_event_no_worker_listens_to_is_an_error_the_receiver_logs(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = (
+        b'{"id": "evt_9", "type": "Status", "created": 1764547200,'
+        b' "data": {"request_id": "r-9", "status": "COMPLETED", "prompt": "q"}}'
+    )
+    fanout = WebhookFanout(redis_url, key_prefix=redis_prefix)  # no run(): no one listens
+    with pytest.raises(SharedStateError, match="no worker is listening") as caught:
+        await fanout.handle_webhook(decode_event(body))
+    assert "evt_9 for research r-9 reached no one" in str(caught.value)
+    receiver = WebhookReceiver(secret=SECRET, manager=fanout)
+    transport = httpx.ASGITransport(app=receiver)
+    with caplog.at_level(logging.ERROR, logger="fay_async.webhooks"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://fay.test") as http:
+            answer = await http.post("/", content=body, headers={"x-fay-signature": sign(body)})
+    await fanout.aclose()
+    assert answer.status_code == 200  # answered first, as every delivery is
+    [record] = [r for r in caplog.records if r.name == "fay_async.webhooks"]
+    assert record.levelno == logging.ERROR
+    assert "the manager failed to handle Fay webhook event evt_9" in record.getMessage()
+    assert record.exc_info is not None
+    assert "no worker is listening" in str(record.exc_info[1])

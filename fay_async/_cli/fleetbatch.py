@@ -5,6 +5,11 @@ in Redis (:mod:`fay_async._redis.claims`), so each prompt is created once fleet-
 workers share the key's budget (``--tier``) through Redis too. When no item is left,
 each worker writes the union of the results to its ``--out``; ``fay-async batch-export``
 writes it at any time.
+
+A worker whose lease lapsed (a stall, a partition) may find that another worker took
+its item over: its ``creating`` / ``created`` / ``finished`` mark is refused
+(:class:`~fay_async.redis.ClaimLostError`), and it drops the item, without sending its
+create if it had not yet, and says so on stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from fay_async import BatchItem, research_many
 from .batchrun import _checked_out, _cut_off_by_a_crash, _rewrite, _with_retry_hint
 from .inputs import read_items
 from .progress import open_progress
-from .run import EXIT_NOT_COMPLETED, EXIT_OK, UsageError
+from .run import EXIT_NOT_COMPLETED, EXIT_OK, UsageError, say
 from .target import make_manager, open_target
 
 __all__ = ["batch_export", "fleet_batch", "redis_url"]
@@ -66,6 +71,47 @@ def _union(items: Sequence[BatchItem], states: dict[str, dict[str, Any]]) -> lis
     return records
 
 
+class _Marks:
+    """The create's callbacks, each a compare-and-set in Redis; a refused one drops the item."""
+
+    def __init__(self, claims: Any) -> None:
+        self._claims = claims
+        #: The items another worker took over from this one.
+        self.lost: set[str] = set()
+
+    def _mark(self, step: Any, item: BatchItem, *args: Any) -> None:
+        from fay_async.redis import ClaimLostError  # noqa: PLC0415 - an optional extra
+
+        try:
+            step(item.key, *args)
+        except ClaimLostError:
+            self.lost.add(item.key)
+            raise  # from creating: the create is not sent
+
+    def creating(self, item: BatchItem) -> None:
+        self._mark(self._claims.creating, item)
+
+    def created(self, item: BatchItem, request_id: str) -> None:
+        self._mark(self._claims.created, item, request_id)
+
+
+async def _record(claims: Any, key: str, record: dict[str, Any] | None) -> None:
+    """Record ``key``'s result, unless another worker took it over (then say so)."""
+    from fay_async.redis import ClaimLostError  # noqa: PLC0415 - an optional extra
+
+    if record is not None:
+        try:
+            await claims.finished(key, record)
+        except ClaimLostError:
+            pass
+        else:
+            return
+    say(
+        f"{key}: another worker took this prompt over (this worker's lease had lapsed); "
+        "it is left to that worker"
+    )
+
+
 async def _export(claims: Any, items: Sequence[BatchItem], out: Path) -> int:
     records = _union(items, await claims.states())
     _rewrite(out, records)
@@ -105,7 +151,9 @@ async def fleet_batch(args: argparse.Namespace) -> int:
                 await claims.renew()
                 progress.started(len(items), 0)
 
-                async def one(item: BatchItem, claim: Any) -> dict[str, Any]:
+                marks = _Marks(claims)
+
+                async def one(item: BatchItem, claim: Any) -> dict[str, Any] | None:
                     if claim.action == "uncertain":
                         return _cut_off_by_a_crash(item).to_json()
                     resume = {item.key: claim.request_id} if claim.action == "resume" else {}
@@ -115,10 +163,12 @@ async def fleet_batch(args: argparse.Namespace) -> int:
                         concurrency=1,
                         timeout=target.real_seconds(args.timeout),
                         resume=resume,
-                        on_creating=lambda it: claims.creating(it.key),
-                        on_created=lambda it, rid: claims.created(it.key, rid),
+                        on_creating=marks.creating,
+                        on_created=marks.created,
                     ) as results:
                         async for result in results:
+                            if item.key in marks.lost:
+                                return None
                             progress.finished(result)
                             return _with_retry_hint(result).to_json()
                     raise AssertionError(
@@ -134,7 +184,7 @@ async def fleet_batch(args: argparse.Namespace) -> int:
                             await anyio.sleep(claims.lease / 4)
                             continue
                         item = by_key[claim.key]
-                        await claims.finished(item.key, await one(item, claim))
+                        await _record(claims, item.key, await one(item, claim))
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(claims.heartbeat)

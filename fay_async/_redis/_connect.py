@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
@@ -12,21 +13,101 @@ from fay_async.exceptions import ConfigurationError, SharedStateError
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["Connection", "redact"]
+__all__ = ["Connection", "check_key_prefix", "check_worker_id", "redact"]
 
 _EXTRA: Final = 'pip install "fay-async[redis]"'
 
+#: The URL schemes redis-py's ``from_url`` reads (it refuses any other at first use).
+_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for logs and reprs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` with every password in it replaced by ``***``, for logs and reprs; never raises.
+
+    Masked: the password of the user part (``redis://user:***@host``) and the value of
+    every query parameter whose name contains ``password`` (redis-py reads
+    ``?password=...`` too). The host is kept as written (an IPv6 host keeps its
+    brackets, a port that is not a number stays as it is).
+    """
+    try:
+        scheme, netloc, path, query, fragment = urllib.parse.urlsplit(url)
+    except Exception:  # noqa: BLE001 - a URL this cannot read is shown as nothing of it
+        return _UNREADABLE
+    userinfo, at, host = netloc.rpartition("@")
+    shown_netloc = f"{userinfo.partition(':')[0]}:***@{host}" if at and ":" in userinfo else netloc
+    shown_query = "&".join(_masked(part) for part in query.split("&"))
+    if shown_netloc == netloc and shown_query == query:
+        return url  # nothing to hide: shown exactly as given
+    shown = f"{scheme}://{shown_netloc}{path}"
+    return shown + (f"?{shown_query}" if query else "") + (f"#{fragment}" if fragment else "")
+
+
+_UNREADABLE: Final = "<a Redis URL that cannot be parsed>"
+
+
+def _masked(parameter: str) -> str:
+    """One ``name=value`` of a query, its value masked if the name is a password's."""
+    name, equals, _value = parameter.partition("=")
+    if equals and "password" in urllib.parse.unquote_plus(name).lower():
+        return f"{name}=***"
+    return parameter
+
+
+def _is_name(value: str) -> bool:
+    """Non-empty, without white space or control characters (a part of a Redis key)."""
+    return bool(value) and not any(
+        char.isspace() or unicodedata.category(char).startswith("C") for char in value
+    )
+
+
+def check_key_prefix(key_prefix: object, name: str = "key_prefix") -> str:
+    """``key_prefix``, the start of every Redis key of a store: a non-empty str, no spaces.
+
+    A wrong type raises ``TypeError``; an empty string, or one with white space or a
+    control character, ``ValueError``.
+    """
+    if not isinstance(key_prefix, str):
+        raise TypeError(f"{name} must be a string, got {type(key_prefix).__name__}")
+    if not _is_name(key_prefix):
+        raise ValueError(
+            f"{name} must be a non-empty string without white space or control characters, "
+            f"got {key_prefix!r}"
+        )
+    return key_prefix
+
+
+def check_worker_id(worker_id: object, name: str = "worker_id") -> str | None:
+    """``worker_id``, a worker's name in Redis keys: None (a name is made), or as a prefix.
+
+    A wrong type raises ``TypeError``; an empty string, or one with white space or a
+    control character, ``ValueError``.
+    """
+    if worker_id is None:
+        return None
+    if not isinstance(worker_id, str):
+        raise TypeError(f"{name} must be a string or None, got {type(worker_id).__name__}")
+    if not _is_name(worker_id):
+        raise ValueError(
+            f"{name} must be a non-empty string without white space or control characters "
+            f"(or None for a generated name), got {worker_id!r}"
+        )
+    return worker_id
+
+
+def _check_url(what: str, url: str) -> None:
+    """Refuse now, clearly, a URL that redis-py would refuse at first use."""
+    if not url.startswith(_SCHEMES):
+        raise ConfigurationError(
+            f"{what}: the Redis URL must start with redis://, rediss:// or unix://, "
+            f"got {redact(url)!r}"
+        )
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - read for its check only
+    except ValueError:
+        raise ConfigurationError(
+            f"{what}: the host or port of the Redis URL {redact(url)!r} cannot be read "
+            "(the port must be a number from 0 to 65535, an IPv6 host goes in brackets)"
+        ) from None
 
 
 def refuse_trio(what: str) -> None:
@@ -52,6 +133,8 @@ class Connection:
             raise ConfigurationError(f"{what} needs a Redis URL or a client (one of the two)")
         if url is not None and not isinstance(url, str):
             raise ConfigurationError(f"{what}: the Redis URL must be a string")
+        if url is not None:
+            _check_url(what, url)
         refuse_trio(what)
         self._what = what
         self._url = url

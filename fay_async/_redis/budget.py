@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from fay_async._ratelimit import SLACK
+from fay_async._validators import check_seconds
 
-from ._connect import Connection
+from ._connect import Connection, check_key_prefix
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -107,8 +108,8 @@ class RedisBudget:
         sharer_ttl: float = 60.0,
     ) -> None:
         self._connection = Connection("RedisBudget", url, client)
-        self.key_prefix = key_prefix
-        self.sharer_ttl = float(sharer_ttl)
+        self.key_prefix = check_key_prefix(key_prefix)
+        self.sharer_ttl = check_seconds(sharer_ttl, "sharer_ttl")
         self._process = uuid.uuid4().hex
         self._counter = itertools.count()
         self._estimates: dict[str, _Estimate] = {}

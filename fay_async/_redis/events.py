@@ -14,8 +14,9 @@ import anyio.abc
 
 from fay_async._models import ResearchStatus
 from fay_async._webhook_events import WebhookEvent, decode_event
+from fay_async.exceptions import SharedStateError
 
-from ._connect import Connection
+from ._connect import Connection, check_key_prefix
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -73,7 +74,8 @@ class WebhookFanout:
 
     A load balancer hands a webhook to any worker; that worker publishes it instead of
     handling it: give the fan-out to the receiver, ``WebhookReceiver(manager=fanout)``
-    (it verifies, answers and drops repeats first), or call :meth:`publish`. Every worker
+    (it verifies, answers and drops repeats first), or call :meth:`publish`. An event
+    that no worker is subscribed to receive is an error (:meth:`handle_webhook`). Every worker
     runs :meth:`run` with its manager, which hands each event of a research that manager
     tracks to ``manager.handle_webhook(event)``.
 
@@ -93,7 +95,7 @@ class WebhookFanout:
         decode: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         self._connection = Connection("WebhookFanout", url, client)
-        self.key_prefix = key_prefix
+        self.key_prefix = check_key_prefix(key_prefix)
         self._decode = decode
         #: Events handed to this worker's manager.
         self.delivered = 0
@@ -118,8 +120,23 @@ class WebhookFanout:
         return int(listeners)
 
     async def handle_webhook(self, event: WebhookEvent) -> None:
-        """Publish ``event`` to the fleet (what a :class:`WebhookReceiver` calls)."""
-        await self.publish(event)
+        """Publish ``event`` to the fleet (what a :class:`WebhookReceiver` calls).
+
+        Raises :class:`~fay_async.SharedStateError` when no worker is listening (no
+        :meth:`run` subscribed, not even this worker's) or Redis fails: the event
+        reached nobody. A :class:`~fay_async.webhooks.WebhookReceiver` has answered Fay
+        200 before it calls this, so Fay does not send the event again: the receiver
+        logs the error (ERROR on ``fay_async.webhooks``), and the research's owner,
+        if any, learns its state from its poller's checks (``push_poll_policy``).
+        """
+        listeners = await self.publish(event)
+        if listeners == 0:
+            raise SharedStateError(
+                f"WebhookFanout: no worker is listening on {self._channel!r} at "
+                f"{self._connection.where}, so webhook event {getattr(event, 'id', '?')} "
+                f"for research {getattr(event, 'request_id', '?')} reached no one; run "
+                "fanout.run(manager) in every worker (this one's too)"
+            )
 
     async def run(
         self,
