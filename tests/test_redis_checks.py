@@ -55,6 +55,7 @@ STORES = [
     pytest.param(RedisBudget, id="RedisBudget"),
     pytest.param(WebhookFanout, id="WebhookFanout"),
     pytest.param(lambda url, **kw: BatchClaims(url, batch="b", **kw), id="BatchClaims"),
+    pytest.param(RedisRegistry, id="RedisRegistry"),
 ]
 
 
@@ -71,17 +72,16 @@ def test_a_key_prefix_must_be_a_string(store: Any) -> None:
         store("redis://h:6379/0", key_prefix=b"fay")
 
 
-def test_the_registry_s_checks() -> None:
+def test_a_registry_s_worker_id_is_a_name_or_none() -> None:
     assert check_key_prefix("fay:app-1") == "fay:app-1"
-    with pytest.raises(ValueError, match="key_prefix must be a non-empty string"):
-        check_key_prefix(" ")
+    assert RedisRegistry("redis://h:6379/0", worker_id="web-1").worker_id == "web-1"
+    assert RedisRegistry("redis://h:6379/0").worker_id  # a name is made
     assert check_worker_id(None) is None
-    assert check_worker_id("web-1") == "web-1"
     with pytest.raises(TypeError, match="worker_id must be a string or None, got int"):
-        check_worker_id(7)
+        RedisRegistry("redis://h:6379/0", worker_id=7)  # type: ignore[arg-type]
     for bad in ("", "web 1", "web\n1"):
         with pytest.raises(ValueError, match=r"worker_id must be a non-empty string without"):
-            check_worker_id(bad)
+            RedisRegistry("redis://h:6379/0", worker_id=bad)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from fay_async._registry import ActiveResearch, FleetHooks, MemoryRegistry
 from fay_async._validators import check_seconds
 from fay_async.exceptions import FayError, NotFoundError
 
-from ._connect import Connection
+from ._connect import Connection, check_key_prefix, check_worker_id
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -75,12 +75,12 @@ class RedisRegistry:
         worker_id: str | None = None,
     ) -> None:
         self._connection = Connection("RedisRegistry", url, client)
-        self.key_prefix = key_prefix
+        self.key_prefix = check_key_prefix(key_prefix)
         self.lease = check_seconds(lease, "lease")
         self.sweep_every = check_seconds(
             self.lease / 2 if sweep_every is None else sweep_every, "sweep_every"
         )
-        self.worker_id = worker_id or _worker_name()
+        self.worker_id = check_worker_id(worker_id) or _worker_name()
         self._local = MemoryRegistry()
         self._pending: deque[tuple[str, str | None]] = deque()  # (id, entry JSON or None)
         self._wake: anyio.Event | None = None
