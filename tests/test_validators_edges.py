@@ -176,6 +176,17 @@ def test_attrs_validators(kwargs: dict[str, Any], error: type[Exception], messag
         _Options(**kwargs)
 
 
+def test_attrs_count_asks_for_one_at_least_by_default() -> None:
+    # The class is made here, not at import, so that the validator is made by this test.
+    @attrs.define
+    class Batch:
+        size: int = attrs.field(validator=attrs_count())
+
+    assert Batch(1).size == 1
+    with pytest.raises(ValueError, match=_exactly("Batch.size must be a whole number >= 1, got 0")):
+        Batch(0)
+
+
 def test_attrs_validators_take_the_boundaries() -> None:
     options = _Options(wait=0.001, workers=1, retries=0)
     assert (options.wait, options.workers, options.retries) == (0.001, 1, 0)
@@ -186,7 +197,18 @@ def test_attrs_validators_take_the_boundaries() -> None:
 
 @pytest.mark.parametrize(
     "request_id",
-    ["a", "A-z_0-9", "x" * 128, "3f2c1e9a-1b2c-4d5e-8f90-a1b2c3d4e5f6", "é", "a.b", ".a", "a~b"],
+    [
+        "a",
+        "A-z_0-9",
+        "x" * 128,
+        "X.X",
+        "XX.XX.",
+        "3f2c1e9a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+        "é",
+        "a.b",
+        ".a",
+        "a~b",
+    ],
 )
 def test_request_ids_that_are_safe(request_id: str) -> None:
     assert validate_request_id(request_id) is request_id
