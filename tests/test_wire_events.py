@@ -187,3 +187,12 @@ def test_object_and_output_hooks() -> None:
     assert wire._structure_output({"a": 1}, dict) == {"a": 1}
     with pytest.raises(TypeError):
         wire._structure_output(None, str)
+
+
+def test_event_info_names_every_wrong_field() -> None:
+    with pytest.raises(ValueError) as info:
+        wire.structure_event_info({"request_id": 7, "status": "PENDING", "prompt": 1})
+    assert sorted(str(info.value).split("; ")) == [
+        "invalid value for type, expected str @ data.request_id",
+        "invalid value for type, expected str | None @ data.prompt",
+    ]
