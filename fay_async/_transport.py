@@ -48,6 +48,10 @@ logger: Final = logging.getLogger("fay_async")
 #: was never made, or no pooled connection was ever handed out.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
+#: Header names (httpx reads them in any case).
+_RETRY_AFTER: Final = "retry-after"
+_AUTHORIZATION: Final = "Authorization"
+
 #: Every exception httpx raises for a request (httpx.HTTPError does not cover them all).
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict)
 
@@ -83,7 +87,7 @@ def decide(
         return decide_answer(
             outcome.status_code,
             outcome.content,
-            parse_retry_after(outcome.headers.get("retry-after")),
+            parse_retry_after(outcome.headers.get(_RETRY_AFTER)),
             state,
             policy,
         )
@@ -200,16 +204,16 @@ class Transport:
             raise exc.ConfigurationError(
                 "pass transport or http_client, not both: an http_client brings its own transport"
             )
-        self._base = base_url.rstrip("/")
+        self._base = base_url
         self._timeout = httpx.Timeout(timeout)
         self._retry = retry
         self._deadline = deadline
         self._borrowed = http_client
         self._http_transport = http_transport
         self._owned: httpx.AsyncClient | None = None
-        self._headers = {**headers, "Authorization": f"Bearer {api_key}"}
+        self._headers = {**headers, _AUTHORIZATION: f"Bearer {api_key}"}
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._closed = False
+        self._closed = False  # pragma: no mutate - None would read as False in closed
         self._parent: Transport | None = None
 
     @property
@@ -229,7 +233,7 @@ class Transport:
         clone._timeout = httpx.Timeout(timeout)
         clone._retry = retry
         clone._deadline = deadline
-        clone._closed = False
+        clone._closed = False  # pragma: no mutate - None would read as False in closed
         clone._parent = self
         return clone
 
@@ -345,7 +349,7 @@ class Transport:
                 and isinstance(outcome, httpx.Response)
                 and outcome.status_code == 429
             ):
-                hook.after_refusal(parse_retry_after(outcome.headers.get("retry-after")))
+                hook.after_refusal(parse_retry_after(outcome.headers.get(_RETRY_AFTER)))
             state = AttemptState(
                 method=method,
                 path=path,

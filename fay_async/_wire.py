@@ -75,13 +75,22 @@ def _structure_strict(value: object, kind: type[Any]) -> Any:
 _FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
 
 
+def _iso_text(value: str) -> str:
+    """``value`` in the form Python 3.10's ``fromisoformat`` reads.
+
+    It takes neither a ``Z`` for UTC nor a fraction of other than 3 or 6 digits: the ``Z``
+    becomes ``+00:00`` and the fraction is padded or cut to 6 digits. (Later Pythons read
+    both as they come, so there only the result of this function shows what it does.)
+    """
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    # The fraction is anchored to the end (or to the offset there): it matches once at most.
+    return _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
+
+
 def _structure_datetime(value: object, _: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    # Python 3.10's fromisoformat takes only 3 or 6 digits of fraction: pad or cut to 6.
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    return datetime.fromisoformat(text)
+    return datetime.fromisoformat(_iso_text(value))
 
 
 def _structure_status(value: object, _: object) -> ResearchStatus:
