@@ -6,20 +6,15 @@ emulator's speed), so that an hour's budget passes in seconds.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import attrs
 
 from fay_async import RateLimits
 
-_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fleet_app.py"
-_spec = importlib.util.spec_from_file_location("fleet_app_example", _EXAMPLE)
-assert _spec is not None
-assert _spec.loader is not None
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
+from ._examples import load_example
+
+_module = load_example("fleet_app")
 
 _limits = RateLimits.FREE
 app = _module.create_app(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
@@ -17,18 +15,9 @@ from fay_async import ConfigurationError, FayClient, ResearchStatus, StopResult
 from fay_async.testing import FayEmulator, Scenario
 
 from ._emulated import running
+from ._examples import EXAMPLES, load_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 S = ResearchStatus
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- research_with_timeout.py ---------------------------------------------------------------
@@ -36,7 +25,7 @@ def load(name: str) -> ModuleType:
 
 @pytest.mark.anyio
 async def test_research_with_timeout_prints_the_result(capsys: pytest.CaptureFixture[str]) -> None:
-    example = load("research_with_timeout")
+    example = load_example("research_with_timeout")
     emulator = FayEmulator(seed=5)
     async with emulator.client() as fay:
         result = await example.main("What is a heat pump?", client=fay)
@@ -51,7 +40,7 @@ async def test_research_with_timeout_prints_the_result(capsys: pytest.CaptureFix
 async def test_research_with_timeout_stops_a_late_research(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    example = load("research_with_timeout")
+    example = load_example("research_with_timeout")
     emulator = FayEmulator(seed=5)
     async with emulator.client() as fay:
         assert await example.main("q", timeout=20.0, client=fay) is None
@@ -67,7 +56,7 @@ async def test_research_with_timeout_stops_a_late_research(
 
 @pytest.mark.anyio
 async def test_cancel_all_stops_what_is_still_running(capsys: pytest.CaptureFixture[str]) -> None:
-    example = load("cancel_all")
+    example = load_example("cancel_all")
     quick = example.PROMPTS[0]
 
     def scenario(prompt: str) -> Scenario:
@@ -97,7 +86,7 @@ async def test_cancel_all_stops_what_is_still_running(capsys: pytest.CaptureFixt
 async def test_web_app_demo_stops_the_abandoned_research(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    example = load("web_app")
+    example = load_example("web_app")
     emulator = FayEmulator(seed=9)
     outcomes = dict(await example.main(emulator.client))
     assert outcomes["abandoned"] is None
@@ -113,7 +102,7 @@ async def test_web_app_demo_stops_the_abandoned_research(
 
 @pytest.mark.anyio
 async def test_web_app_endpoints() -> None:
-    example = load("web_app")
+    example = load_example("web_app")
 
     def scenario(prompt: str) -> Scenario:
         if prompt == "doomed":
@@ -147,7 +136,7 @@ async def test_web_app_endpoints() -> None:
 
 @pytest.mark.anyio
 async def test_web_app_other_methods_and_a_failed_startup() -> None:
-    example = load("web_app")
+    example = load_example("web_app")
     emulator = FayEmulator()
     app = example.ResearchApp(emulator.client)
     sent: list[dict[str, Any]] = []
@@ -211,7 +200,7 @@ def test_the_readme_quickstart_is_the_example_file() -> None:
 async def test_quickstart_prints_the_research(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    example = load("quickstart")
+    example = load_example("quickstart")
     emulator = FayEmulator(seed=1)
     monkeypatch.setattr(example, "FayClient", emulator.client)
     await example.main()
@@ -223,7 +212,7 @@ async def test_quickstart_prints_the_research(
 
 @pytest.mark.anyio
 async def test_batch_example_researches_every_prompt(capsys: pytest.CaptureFixture[str]) -> None:
-    example = load("batch")
+    example = load_example("batch")
     emulator = FayEmulator(seed=2)
     async with emulator.client() as fay:
         results = await example.main(client=fay)

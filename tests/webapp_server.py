@@ -6,18 +6,13 @@ the middleware cancels on disconnect only, and the server's shutdown is left as 
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 from fay_async.asgi import CancelOnDisconnect
 
-_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
-_spec = importlib.util.spec_from_file_location("fastapi_app_example", _EXAMPLE)
-assert _spec is not None
-assert _spec.loader is not None
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
+from ._examples import load_example
+
+_module = load_example("fastapi_app")
 
 app = _module.create_app()
 if os.environ.get("WEBAPP_SHUTDOWN_SIGNALS") == "off":
