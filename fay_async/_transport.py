@@ -28,6 +28,7 @@ import attrs
 import httpx
 
 from . import exceptions as exc
+from ._direct import DirectSender
 from ._retries import (
     AttemptState,
     Decision,
@@ -207,10 +208,17 @@ class Transport:
         self._borrowed = http_client
         self._http_transport = http_transport
         self._owned: httpx.AsyncClient | None = None
+        self._direct: DirectSender | None = None
         self._headers = {**headers, "Authorization": f"Bearer {api_key}"}
+        #: ``_headers`` as httpx keeps them, made on the first request sent through a
+        #: borrowed client (a value that is not ASCII is an error of that request).
+        self._prepared_headers: httpx.Headers | None = None
+        self._timeouts = self._timeout.as_dict()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._closed = False
         self._parent: Transport | None = None
+        #: The transport whose httpx client this one sends through when none is borrowed.
+        self._root: Transport = self
 
     @property
     def closed(self) -> bool:
@@ -223,10 +231,14 @@ class Transport:
         Closing it leaves the pool open; closing this one closes the pool for both.
         """
         clone = copy.copy(self)
-        clone._borrowed = self.http  # shared, never closed by the clone
+        if self._borrowed is None:
+            # The pool stays this transport's: the clone sends through the same client
+            # (directly to its transport, as this one does) and never closes it.
+            clone._root = self._root
         clone._owned = None
         clone._http_transport = None
         clone._timeout = httpx.Timeout(timeout)
+        clone._timeouts = clone._timeout.as_dict()
         clone._retry = retry
         clone._deadline = deadline
         clone._closed = False
@@ -246,7 +258,11 @@ class Transport:
         """The httpx client in use; one of its own is made on first use (it is costly)."""
         if self._borrowed is not None:
             return self._borrowed
-        if self._owned is None:
+        return self._root._own()[0]
+
+    def _own(self) -> tuple[httpx.AsyncClient, DirectSender]:
+        """The httpx client this transport owns and its direct sender, made on first use."""
+        if self._owned is None or self._direct is None:
             # Headers and timeout are set once here rather than merged into every request.
             if self._http_transport is not None:
                 self._owned = httpx.AsyncClient(
@@ -256,7 +272,8 @@ class Transport:
                 self._owned = httpx.AsyncClient(
                     verify=_ssl_context(), headers=self._headers, timeout=self._timeout
                 )
-        return self._owned
+            self._direct = DirectSender(self._owned, self._base)
+        return self._owned, self._direct
 
     async def request(
         self,
@@ -292,28 +309,27 @@ class Transport:
                 method, path, json, may_resend, hook, math.inf, progress, per_attempt
             )
         ends = anyio.current_time() + limit
-        try:
-            with anyio.fail_after(limit):
-                return await self._attempts(
-                    method, path, json, may_resend, hook, ends, progress, per_attempt
-                )
-        except TimeoutError as error:
-            if isinstance(error, exc.FayError):
-                raise
-            if progress.started is not None:
-                logger.debug(
-                    "%s %s cut off by the deadline after %.3fs (attempt %d)",
-                    method,
-                    path,
-                    anyio.current_time() - progress.started,
-                    progress.attempt,
-                )
-            raise exc.APITimeoutError(
-                f"{method} {path} did not finish within {limit:g} s (all retries included)",
-                method=method,
-                path=path,
-                sent=progress.sent,
-            ) from None
+        # A bare cancel scope rather than anyio.fail_after (two generator context managers
+        # and three event loop look-ups more, on every call): nothing but its deadline
+        # cancels it, so having caught a cancellation means the deadline passed.
+        with anyio.CancelScope(deadline=ends):
+            return await self._attempts(
+                method, path, json, may_resend, hook, ends, progress, per_attempt
+            )
+        if progress.started is not None:
+            logger.debug(
+                "%s %s cut off by the deadline after %.3fs (attempt %d)",
+                method,
+                path,
+                anyio.current_time() - progress.started,
+                progress.attempt,
+            )
+        raise exc.APITimeoutError(
+            f"{method} {path} did not finish within {limit:g} s (all retries included)",
+            method=method,
+            path=path,
+            sent=progress.sent,
+        )
 
     async def _attempts(
         self,
@@ -328,17 +344,21 @@ class Transport:
     ) -> RawResponse:
         url = self._base + path
         attempt = 1
+        # The clock is read for the log only: the deadline is the cancel scope's.
+        timed = logger.isEnabledFor(logging.DEBUG)
         while True:
             if attempt > 1 and hook is not None:
                 await hook.before_attempt(attempt)
             sent_before = progress.sent
             progress.sent = True  # from here on this attempt may reach the service
             progress.attempt = attempt
-            progress.started = started = anyio.current_time()
+            progress.started = started = anyio.current_time() if timed else None
             outcome = await self._send(method, path, url, json, per_attempt)
             progress.started = None
-            now = anyio.current_time()
-            _log_attempt(method, path, attempt, now - started, outcome)
+            if started is not None:
+                _log_attempt(method, path, attempt, anyio.current_time() - started, outcome)
+            if isinstance(outcome, httpx.Response) and 200 <= outcome.status_code < 300:
+                return RawResponse(outcome.status_code, outcome.content)  # as decide() would
             progress.sent = sent_before or may_have_arrived(outcome)
             if (
                 hook is not None
@@ -352,7 +372,7 @@ class Transport:
                 attempt=attempt,
                 may_resend=may_resend,
                 sent=progress.sent,
-                time_left=deadline - now,
+                time_left=deadline - anyio.current_time(),
                 jitter=self._rng.random(),
             )
             decision = decide(outcome, state, self._retry)
@@ -374,12 +394,18 @@ class Transport:
         """One HTTP attempt: the response, or the httpx error it ended with."""
         try:
             if self._borrowed is not None:
+                if self._prepared_headers is None:
+                    self._prepared_headers = httpx.Headers(self._headers)
                 return await self._borrowed.request(
-                    method, url, json=json, headers=self._headers, timeout=per_attempt
+                    method, url, json=json, headers=self._prepared_headers, timeout=per_attempt
                 )
-            if per_attempt is self._timeout:  # set on the owned client already
-                return await self.http.request(method, url, json=json)
-            return await self.http.request(method, url, json=json, timeout=per_attempt)
+            client, direct = self._root._own()
+            if direct.usable:
+                timeouts = self._timeouts if per_attempt is self._timeout else per_attempt.as_dict()
+                return await direct.send(method, url, json, timeouts)
+            if per_attempt is self._root._timeout:  # set on the owned client already
+                return await client.request(method, url, json=json)
+            return await client.request(method, url, json=json, timeout=per_attempt)
         except _HTTPX_ERRORS as error:
             return error
         except UnicodeError as error:

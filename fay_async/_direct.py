@@ -1,0 +1,109 @@
+"""Requests of the httpx client a FayClient owns, handed straight to its httpx transport.
+
+``httpx.AsyncClient.request`` merges headers, URL, cookies, auth and the timeout into
+every request, and wraps every response for redirects, event hooks and cookies: on a
+status call that is most of the CPU the client side spends. The httpx client a FayClient
+makes for itself has none of that to apply (the same headers and timeout for every
+request, no auth, no hooks, no redirects followed), so its requests are built from parts
+prepared once and handed to the transport the client would have picked for the base URL:
+the proxy the environment names, if one applies to it.
+
+What the client does with a response that matters here is kept: the body is read whole,
+and the response closed if reading it fails; an httpx error carries its request. Cookies
+the service sets go to the client's jar, and from then on every request goes through the
+client, which sends them back. A borrowed client (``http_client=``) is never bypassed:
+its hooks, auth and headers are the user's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+__all__ = ["DirectSender"]
+
+#: Methods whose request without a body gets ``Content-Length: 0`` from httpx.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(text: str) -> httpx.URL:
+    """A parsed URL; a path asked for again (a research polled) is not parsed again."""
+    return httpx.URL(text)
+
+
+class DirectSender:
+    """Sends requests with ``client``'s headers straight to its transport for ``base_url``.
+
+    :attr:`usable` turns false for good once the service sets a cookie (or when this
+    version of httpx does not say which transport a URL goes to): the client sends then.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
+        base = httpx.URL(base_url)
+        pick = getattr(client, "_transport_for_url", None)
+        self._client = client
+        self._transport: httpx.AsyncBaseTransport | None = pick(base) if pick else None
+        self.usable = self._transport is not None
+        # What httpx.Request would add (Host first), added once instead of per request.
+        self._headers = httpx.Headers([(b"Host", base.netloc), *client.headers.raw])
+        self._empty_body_headers = httpx.Headers([*self._headers.raw, (b"Content-Length", b"0")])
+
+    def build(
+        self,
+        method: str,
+        url: str,
+        json: Mapping[str, Any] | None,
+        timeout: Mapping[str, float | None],
+    ) -> httpx.Request:
+        """The request ``client.build_request`` would make (with ``timeout`` as a dict)."""
+        extensions = {"timeout": dict(timeout)}
+        if json is not None:
+            return httpx.Request(
+                method, _url(url), headers=self._headers, json=json, extensions=extensions
+            )
+        headers = self._empty_body_headers if method in _BODY_METHODS else self._headers
+        request = httpx.Request(
+            method, _url(url), headers=headers, stream=httpx.ByteStream(b""), extensions=extensions
+        )
+        request.read()
+        return request
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        json: Mapping[str, Any] | None,
+        timeout: Mapping[str, float | None],
+    ) -> httpx.Response:
+        """Send one request and read its response whole; httpx's errors as httpx raises them."""
+        assert self._transport is not None  # noqa: S101 - only called while usable
+        request = self.build(method, url, json, timeout)
+        try:
+            response = await self._transport.handle_async_request(request)
+        except httpx.RequestError as error:
+            _attach(error, request)
+            raise
+        response.request = request
+        try:
+            await response.aread()
+        except BaseException as error:
+            await response.aclose()
+            if isinstance(error, httpx.RequestError):
+                _attach(error, request)
+            raise
+        if "set-cookie" in response.headers:
+            self._client.cookies.extract_cookies(response)
+            self.usable = False
+        return response
+
+
+def _attach(error: httpx.RequestError, request: httpx.Request) -> None:
+    """Give ``error`` its request, as ``httpx.AsyncClient`` does, if the transport did not."""
+    try:
+        error.request  # noqa: B018 - raises RuntimeError when it has none
+    except RuntimeError:
+        error.request = request
