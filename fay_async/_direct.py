@@ -38,19 +38,24 @@ def _url(text: str) -> httpx.URL:
 class DirectSender:
     """Sends requests with ``client``'s headers straight to its transport for ``base_url``.
 
-    :attr:`usable` turns false for good once the service sets a cookie (or when this
-    version of httpx does not say which transport a URL goes to): the client sends then.
+    :attr:`usable` turns false for good once the service sets a cookie: the client sends
+    from then on.
     """
 
     def __init__(self, client: httpx.AsyncClient, base_url: str) -> None:
         base = httpx.URL(base_url)
-        pick = getattr(client, "_transport_for_url", None)
         self._client = client
-        self._transport: httpx.AsyncBaseTransport | None = pick(base) if pick else None
-        self.usable = self._transport is not None
-        # What httpx.Request would add (Host first), added once instead of per request.
-        self._headers = httpx.Headers([(b"Host", base.netloc), *client.headers.raw])
-        self._empty_body_headers = httpx.Headers([*self._headers.raw, (b"Content-Length", b"0")])
+        # The pool, or the proxy the environment names for this host: every URL sent here
+        # has the base URL's scheme, host and port, which are all a choice depends on.
+        self._transport = client._transport_for_url(base)
+        self.usable = True
+        # What httpx.Request would add in front (Host; a zero length for a POST without a
+        # body), added once instead of on every request.
+        host = (b"Host", base.netloc)
+        self._headers = httpx.Headers([host, *client.headers.raw])
+        self._empty_body_headers = httpx.Headers(
+            [host, (b"Content-Length", b"0"), *client.headers.raw]
+        )
 
     def build(
         self,
@@ -80,7 +85,6 @@ class DirectSender:
         timeout: Mapping[str, float | None],
     ) -> httpx.Response:
         """Send one request and read its response whole; httpx's errors as httpx raises them."""
-        assert self._transport is not None  # noqa: S101 - only called while usable
         request = self.build(method, url, json, timeout)
         try:
             response = await self._transport.handle_async_request(request)
