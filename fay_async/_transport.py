@@ -28,6 +28,7 @@ import attrs
 import httpx
 
 from . import exceptions as exc
+from ._deadlines import deadline_scope
 from ._direct import DirectSender
 from ._retries import (
     AttemptState,
@@ -308,14 +309,18 @@ class Transport:
             return await self._attempts(
                 method, path, json, may_resend, hook, math.inf, progress, per_attempt
             )
-        ends = anyio.current_time() + limit
-        # A bare cancel scope rather than anyio.fail_after (two generator context managers
-        # and three event loop look-ups more, on every call): nothing but its deadline
-        # cancels it, so having caught a cancellation means the deadline passed.
-        with anyio.CancelScope(deadline=ends):
-            return await self._attempts(
-                method, path, json, may_resend, hook, ends, progress, per_attempt
-            )
+        # A bare cancel scope rather than anyio.fail_after, its deadline on a timer shared
+        # with the other calls (see _deadlines): nothing else cancels it, so having caught
+        # a cancellation means the deadline passed.
+        scope, ends, deadlines, entry = deadline_scope(limit)
+        try:
+            with scope:
+                return await self._attempts(
+                    method, path, json, may_resend, hook, ends, progress, per_attempt
+                )
+        finally:
+            if deadlines is not None and entry is not None:
+                deadlines.remove(entry)
         if progress.started is not None:
             logger.debug(
                 "%s %s cut off by the deadline after %.3fs (attempt %d)",

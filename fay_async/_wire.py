@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import cattrs
 from cattrs.preconf.json import make_converter
@@ -72,12 +73,20 @@ def _structure_strict(value: object, kind: type[Any]) -> Any:
     return value
 
 
+_FROMISOFORMAT_TAKES_Z: Final = sys.version_info >= (3, 11)
 _FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
 
 
 def _structure_datetime(value: object, _: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError
+    if _FROMISOFORMAT_TAKES_Z:
+        # Python 3.11 reads "Z" and a fraction of any length itself (cutting it to
+        # microseconds as below); what it refuses ("z") is normalised first.
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     # Python 3.10's fromisoformat takes only 3 or 6 digits of fraction: pad or cut to 6.
     text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
@@ -121,6 +130,17 @@ def _make_converter() -> cattrs.Converter:  # pragma: no mutate block
 
 
 _converter: Final = _make_converter()
+
+
+_hooks: Final[dict[type[Any], Callable[[Mapping[str, Any], type[Any]], Any]]] = {}
+
+
+def _structure_hook(model: type[Any]) -> Callable[[Mapping[str, Any], type[Any]], Any]:
+    """cattrs' structure function for a model, looked up once instead of on every call."""
+    hook = _hooks.get(model)
+    if hook is None:
+        hook = _hooks[model] = _converter.get_structure_hook(model)
+    return hook
 
 
 def snippet(text: str | bytes) -> str:
@@ -213,7 +233,7 @@ def _class_for_status(status_code: int) -> type[exc.APIError]:
 def structure(status_code: int, data: Mapping[str, Any], model: type[T], content: bytes) -> T:
     """Turn an envelope's ``data`` into a model; a field of the wrong type is an API error."""
     try:
-        return _converter.structure(data, model)
+        return cast("T", _structure_hook(model)(data, model))
     except cattrs.BaseValidationError as error:
         # cattrs gathers whatever a field raised (the hooks' TypeError, a missing key, an
         # unknown status) into this one error, as the converter validates in detail.
