@@ -231,11 +231,9 @@ class Transport:
 
         Closing it leaves the pool open; closing this one closes the pool for both.
         """
+        # The copy keeps ``_root``: without a borrowed client, it sends through the root's
+        # own client (straight to its transport, as the root does) and never closes it.
         clone = copy.copy(self)
-        if self._borrowed is None:
-            # The pool stays this transport's: the clone sends through the same client
-            # (directly to its transport, as this one does) and never closes it.
-            clone._root = self._root
         clone._owned = None
         clone._http_transport = None
         clone._timeout = httpx.Timeout(timeout)
@@ -381,7 +379,7 @@ class Transport:
                 jitter=self._rng.random(),
             )
             decision = decide(outcome, state, self._retry)
-            if isinstance(decision, Done):
+            if isinstance(decision, Done):  # pragma: no cover - a 2xx answer returned above
                 return decision.response
             if isinstance(decision, Fail):
                 raise decision.error from decision.cause
