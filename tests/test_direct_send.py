@@ -7,6 +7,7 @@ keep cookies the service sets, and fail as the client's would.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -264,3 +265,19 @@ async def test_an_owned_client_goes_through_the_proxy_the_environment_names(
         f"GET http://fay.invalid/api/v1/conversation/{docs.REQUEST_ID}/status HTTP/1.1"
     )
     assert f"Authorization: Bearer {KEY}".encode() in head
+
+
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+async def test_a_body_handed_over_in_memory_is_read_and_decoded(encoding: str | None) -> None:
+    """As AiohttpTransport hands it over: a stream of bytes, encoded as the server sent it."""
+    body = json.dumps(docs.STATUS_PENDING).encode()
+    headers = {"Content-Type": "application/json"}
+    if encoding:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = encoding
+    seen = Recording(
+        lambda _request: httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
+    )
+    async with FayClient(KEY, transport=seen) as fay:
+        info = await fay.get_status(docs.REQUEST_ID)
+    assert info.request_id == docs.REQUEST_ID
