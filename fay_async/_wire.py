@@ -11,7 +11,8 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar, cast
+from types import UnionType
+from typing import Any, Final, TypeVar, Union, cast, get_args, get_origin
 
 import cattrs
 from cattrs.preconf.json import make_converter
@@ -126,7 +127,28 @@ def _make_converter() -> cattrs.Converter:  # pragma: no mutate block
     converter.register_structure_hook(ResearchStatus, _structure_status)
     converter.register_structure_hook_func(lambda t: t == _OBJECT, _structure_object)
     converter.register_structure_hook_func(lambda t: t == _OUTPUT, _structure_output)
+    converter.register_structure_hook_factory(_is_optional, _optional_hook(converter))
     return converter
+
+
+def _is_optional(kind: Any) -> bool:
+    args = get_args(kind)
+    return len(args) == 2 and type(None) in args and get_origin(kind) in (Union, UnionType)
+
+
+def _optional_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    """``X | None`` fields: the hook of X called directly (cattrs would dispatch per call)."""
+
+    def factory(kind: Any) -> Callable[[Any, Any], Any]:
+        (inner,) = (arg for arg in get_args(kind) if arg is not type(None))
+        hook = converter.get_structure_hook(inner)
+
+        def structure(value: object, _: object) -> Any:
+            return None if value is None else hook(value, inner)
+
+        return structure
+
+    return factory
 
 
 _converter: Final = _make_converter()

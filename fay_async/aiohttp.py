@@ -189,9 +189,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send ``request`` and read its response whole; failures as httpx exceptions."""
         session, slots = self._open()
         timeouts: Mapping[str, Any] = request.extensions.get("timeout", {})
-        await self._acquire(slots, timeouts.get("pool"), request)
+        if slots.locked():
+            await self._acquire(slots, timeouts.get("pool"), request)
+        else:
+            await slots.acquire()  # a free slot: taken without waiting
         try:
-            body = await request.aread()
+            try:
+                body = request.content
+            except httpx.RequestNotRead:
+                body = await request.aread()
             try:
                 async with session.request(
                     request.method,
@@ -226,9 +232,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def _acquire(
         slots: asyncio.Semaphore, timeout: float | None, request: httpx.Request
     ) -> None:
-        if not slots.locked():
-            await slots.acquire()  # a free slot: taken without waiting
-            return
+        """Wait up to ``timeout`` for a slot (none is free)."""
         try:
             await asyncio.wait_for(slots.acquire(), timeout)
         except asyncio.TimeoutError:
