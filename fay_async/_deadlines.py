@@ -34,13 +34,17 @@ class Deadlines:
     """The deadlines in flight on one asyncio event loop, and the one timer behind them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: these deadlines are the value of the loop's entry in a weak mapping, and
+        # a strong reference would keep every loop that ever made a call alive.
+        self._loop = weakref.ref(loop)
         # anyio's scope class for asyncio: anyio.CancelScope() would ask sniffio which
         # library runs, and initialise the scope twice, on every call.
         self.scope_class: type[anyio.CancelScope] = type(anyio.CancelScope())
         self._heap: list[_Entry] = []
         self._live = 0
-        self._timer: asyncio.TimerHandle | None = None
+        # Weakly too: the loop holds its timer while it is scheduled, and the timer holds
+        # the loop.
+        self._timer: weakref.ref[asyncio.TimerHandle] | None = None
         self._armed = math.inf
 
     def __len__(self) -> int:
@@ -71,16 +75,23 @@ class Deadlines:
             heapq.heapify(self._heap)
 
     def _arm(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - the loop is gone, and its calls with it
+            return
+        timer = self._timer() if self._timer is not None else None
+        if timer is not None:
+            timer.cancel()
         self._armed = deadline
-        self._timer = self._loop.call_at(deadline, self._fire)
+        self._timer = weakref.ref(loop.call_at(deadline, self._fire))
 
     def _fire(self) -> None:
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - a loop runs its timers while it lives
+            return
         self._timer = None
         self._armed = math.inf
         heap = self._heap
-        now = self._loop.time()
+        now = loop.time()
         while heap and (heap[0][2] is None or heap[0][0] <= now):
             scope = heapq.heappop(heap)[2]
             if scope is not None:

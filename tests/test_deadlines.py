@@ -7,6 +7,8 @@ it, and calls that ended must not pile up behind one that is still running.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import anyio
 import httpx
@@ -80,3 +82,16 @@ async def test_ended_calls_do_not_pile_up_behind_a_running_one() -> None:
     with running:
         await anyio.sleep(2000)
     assert running.cancelled_caught
+
+
+def test_an_event_loop_that_made_calls_is_not_kept_alive() -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def calls() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with FayClient(KEY, transport=Hanging(), max_retries=0) as fay:
+            await fay.get_status(docs.REQUEST_ID, deadline=30)
+
+    asyncio.run(calls())
+    gc.collect()
+    assert loops[0]() is None
