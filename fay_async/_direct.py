@@ -18,12 +18,13 @@ its hooks, auth and headers are the user's.
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import KeysView, Mapping
 from typing import Any
 
 import httpx
 
-__all__ = ["DirectSender"]
+__all__ = ["DirectSender", "own_client"]
 
 #: Methods whose request without a body gets ``Content-Length: 0`` from httpx.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -33,6 +34,29 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 def _url(text: str) -> httpx.URL:
     """A parsed URL; a path asked for again (a research polled) is not parsed again."""
     return httpx.URL(text)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client of the process: building one takes milliseconds."""
+    return httpx.create_ssl_context()
+
+
+def own_client(
+    base_url: str,
+    headers: Mapping[str, str],
+    timeout: httpx.Timeout,
+    transport: httpx.AsyncBaseTransport | None,
+) -> tuple[httpx.AsyncClient, DirectSender]:
+    """The httpx client a FayClient owns, on ``transport`` if given, and its sender.
+
+    Headers and timeout are set on the client once, not merged into every request.
+    """
+    if transport is not None:
+        client = httpx.AsyncClient(transport=transport, headers=headers, timeout=timeout)
+    else:
+        client = httpx.AsyncClient(verify=_ssl_context(), headers=headers, timeout=timeout)
+    return client, DirectSender(client, base_url)
 
 
 class DirectSender:

@@ -1,25 +1,21 @@
-"""HTTP transport: the only module that uses httpx at run time.
+"""HTTP transport (with :mod:`._direct` and :mod:`._deadlines`, the only httpx user).
 
 It owns (or borrows) one ``httpx.AsyncClient``, sends the auth header, applies timeouts,
 retries with exponential backoff and full jitter, honours ``Retry-After``, and turns every
 httpx failure and every non-2xx answer into a :class:`~fay_async.exceptions.FayError`.
-
 What to do after each attempt is decided by :func:`decide`, a pure function of the
 attempt's outcome (a response or an httpx error) and where the call stands, built on the
 table in :mod:`fay_async._retries`; the loop in :meth:`Transport.request` only carries the
-decisions out. The transport knows no endpoint
-names: whatever must happen around each attempt (the client-side budget) comes in as an
-:class:`AttemptHook`.
+decisions out. The transport knows no endpoint names: whatever must happen around each
+attempt (the client-side budget) comes in as an :class:`AttemptHook`.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import math
 import random
-import ssl
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -29,7 +25,7 @@ import httpx
 
 from . import exceptions as exc
 from ._deadlines import deadline_scope
-from ._direct import DirectSender
+from ._direct import DirectSender, own_client
 from ._retries import (
     AttemptState,
     Decision,
@@ -126,23 +122,12 @@ def _log_attempt(
     method: str, path: str, attempt: int, elapsed: float, outcome: httpx.Response | Exception
 ) -> None:
     if isinstance(outcome, httpx.Response):
-        logger.debug(
-            "%s %s -> %d in %.3fs (attempt %d)",
-            method,
-            path,
-            outcome.status_code,
-            elapsed,
-            attempt,
-        )
+        status = outcome.status_code
+        logger.debug("%s %s -> %d in %.3fs (attempt %d)", method, path, status, elapsed, attempt)
     else:
-        logger.debug(
-            "%s %s failed after %.3fs (attempt %d): %s",
-            method,
-            path,
-            elapsed,
-            attempt,
-            type(outcome).__name__,
-        )
+        name = type(outcome).__name__
+        how = "%s %s failed after %.3fs (attempt %d): %s"
+        logger.debug(how, method, path, elapsed, attempt, name)
 
 
 @attrs.define
@@ -151,15 +136,8 @@ class _Progress:
 
     #: An attempt may have reached the service and taken effect (not refused with 429).
     sent: bool = False
-    #: The attempt on the wire, if one is, and when it started.
-    attempt: int = 0
+    attempt: int = 0  # the attempt on the wire, if one is, and (when logging) its start
     started: float | None = None
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One TLS context for every client of the process: building one takes milliseconds."""
-    return httpx.create_ssl_context()
 
 
 def _describe(error: BaseException) -> str:
@@ -173,7 +151,8 @@ class Transport:
     ``http_client`` is borrowed: used as it is and never closed. ``http_transport`` is
     wrapped in an ``httpx.AsyncClient`` of this transport's own, closed (with it) by
     :meth:`aclose`, as httpx does. Without either, an ``httpx.AsyncClient`` of its own is
-    made on first use. The names in the errors are those of :class:`~fay_async.FayClient`.
+    made on first use. An own client's requests go straight to its transport
+    (:class:`DirectSender`). The names in errors are those of :class:`~fay_async.FayClient`.
     """
 
     def __init__(
@@ -262,16 +241,9 @@ class Transport:
     def _own(self) -> tuple[httpx.AsyncClient, DirectSender]:
         """The httpx client this transport owns and its direct sender, made on first use."""
         if self._owned is None or self._direct is None:
-            # Headers and timeout are set once here rather than merged into every request.
-            if self._http_transport is not None:
-                self._owned = httpx.AsyncClient(
-                    transport=self._http_transport, headers=self._headers, timeout=self._timeout
-                )
-            else:
-                self._owned = httpx.AsyncClient(
-                    verify=_ssl_context(), headers=self._headers, timeout=self._timeout
-                )
-            self._direct = DirectSender(self._owned, self._base)
+            self._owned, self._direct = own_client(
+                self._base, self._headers, self._timeout, self._http_transport
+            )
         return self._owned, self._direct
 
     async def request(
