@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -414,4 +415,15 @@ def is_already_finished(error: APIError) -> bool:
 
 
 def _path(request_id: str, action: str) -> str:
+    if type(request_id) is str:  # hashable, and the same id gives the same path
+        return _checked_path(request_id, action)
+    return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_path(request_id: str, action: str) -> str:
+    """The path of a request id (checked; a refused id raises, and is not remembered).
+
+    A research is polled many times: its id is checked and quoted once.
+    """
     return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"

@@ -1,25 +1,21 @@
-"""HTTP transport: the only module that uses httpx at run time.
+"""HTTP transport (with :mod:`._direct` and :mod:`._deadlines`, the only httpx user).
 
 It owns (or borrows) one ``httpx.AsyncClient``, sends the auth header, applies timeouts,
 retries with exponential backoff and full jitter, honours ``Retry-After``, and turns every
 httpx failure and every non-2xx answer into a :class:`~fay_async.exceptions.FayError`.
-
 What to do after each attempt is decided by :func:`decide`, a pure function of the
 attempt's outcome (a response or an httpx error) and where the call stands, built on the
 table in :mod:`fay_async._retries`; the loop in :meth:`Transport.request` only carries the
-decisions out. The transport knows no endpoint
-names: whatever must happen around each attempt (the client-side budget) comes in as an
-:class:`AttemptHook`.
+decisions out. The transport knows no endpoint names: whatever must happen around each
+attempt (the client-side budget) comes in as an :class:`AttemptHook`.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import math
 import random
-import ssl
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -28,6 +24,8 @@ import attrs
 import httpx
 
 from . import exceptions as exc
+from ._deadlines import deadline_scope
+from ._direct import DirectSender, own_client
 from ._retries import (
     AttemptState,
     Decision,
@@ -128,23 +126,12 @@ def _log_attempt(
     method: str, path: str, attempt: int, elapsed: float, outcome: httpx.Response | Exception
 ) -> None:
     if isinstance(outcome, httpx.Response):
-        logger.debug(
-            "%s %s -> %d in %.3fs (attempt %d)",
-            method,
-            path,
-            outcome.status_code,
-            elapsed,
-            attempt,
-        )
+        status = outcome.status_code
+        logger.debug("%s %s -> %d in %.3fs (attempt %d)", method, path, status, elapsed, attempt)
     else:
-        logger.debug(
-            "%s %s failed after %.3fs (attempt %d): %s",
-            method,
-            path,
-            elapsed,
-            attempt,
-            type(outcome).__name__,
-        )
+        name = type(outcome).__name__
+        how = "%s %s failed after %.3fs (attempt %d): %s"
+        logger.debug(how, method, path, elapsed, attempt, name)
 
 
 @attrs.define
@@ -153,15 +140,8 @@ class _Progress:
 
     #: An attempt may have reached the service and taken effect (not refused with 429).
     sent: bool = False
-    #: The attempt on the wire, if one is, and when it started.
-    attempt: int = 0
+    attempt: int = 0  # the attempt on the wire, if one is, and (when logging) its start
     started: float | None = None
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One TLS context for every client of the process: building one takes milliseconds."""
-    return httpx.create_ssl_context()
 
 
 def _describe(error: BaseException) -> str:
@@ -175,7 +155,8 @@ class Transport:
     ``http_client`` is borrowed: used as it is and never closed. ``http_transport`` is
     wrapped in an ``httpx.AsyncClient`` of this transport's own, closed (with it) by
     :meth:`aclose`, as httpx does. Without either, an ``httpx.AsyncClient`` of its own is
-    made on first use. The names in the errors are those of :class:`~fay_async.FayClient`.
+    made on first use. An own client's requests go straight to its transport
+    (:class:`DirectSender`). The names in errors are those of :class:`~fay_async.FayClient`.
     """
 
     def __init__(
@@ -211,10 +192,17 @@ class Transport:
         self._borrowed = http_client
         self._http_transport = http_transport
         self._owned: httpx.AsyncClient | None = None
+        self._direct: DirectSender | None = None
         self._headers = {**headers, _AUTHORIZATION: f"Bearer {api_key}"}
+        #: ``_headers`` as httpx keeps them, made on the first request sent through a
+        #: borrowed client (a value that is not ASCII is an error of that request).
+        self._prepared_headers: httpx.Headers | None = None
+        self._timeouts = self._timeout.as_dict()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._closed = False  # pragma: no mutate - None would read as False in closed
         self._parent: Transport | None = None
+        #: The transport whose httpx client this one sends through when none is borrowed.
+        self._root: Transport = self
 
     @property
     def closed(self) -> bool:
@@ -226,11 +214,13 @@ class Transport:
 
         Closing it leaves the pool open; closing this one closes the pool for both.
         """
+        # The copy keeps ``_root``: without a borrowed client, it sends through the root's
+        # own client (straight to its transport, as the root does) and never closes it.
         clone = copy.copy(self)
-        clone._borrowed = self.http  # shared, never closed by the clone
         clone._owned = None
         clone._http_transport = None
         clone._timeout = httpx.Timeout(timeout)
+        clone._timeouts = clone._timeout.as_dict()
         clone._retry = retry
         clone._deadline = deadline
         clone._closed = False  # pragma: no mutate - None would read as False in closed
@@ -250,17 +240,15 @@ class Transport:
         """The httpx client in use; one of its own is made on first use (it is costly)."""
         if self._borrowed is not None:
             return self._borrowed
-        if self._owned is None:
-            # Headers and timeout are set once here rather than merged into every request.
-            if self._http_transport is not None:
-                self._owned = httpx.AsyncClient(
-                    transport=self._http_transport, headers=self._headers, timeout=self._timeout
-                )
-            else:
-                self._owned = httpx.AsyncClient(
-                    verify=_ssl_context(), headers=self._headers, timeout=self._timeout
-                )
-        return self._owned
+        return self._root._own()[0]
+
+    def _own(self) -> tuple[httpx.AsyncClient, DirectSender]:
+        """The httpx client this transport owns and its direct sender, made on first use."""
+        if self._owned is None or self._direct is None:
+            self._owned, self._direct = own_client(
+                self._base, self._headers, self._timeout, self._http_transport
+            )
+        return self._owned, self._direct
 
     async def request(
         self,
@@ -295,29 +283,32 @@ class Transport:
             return await self._attempts(
                 method, path, json, may_resend, hook, math.inf, progress, per_attempt
             )
-        ends = anyio.current_time() + limit
+        # A bare cancel scope rather than anyio.fail_after, its deadline on a timer shared
+        # with the other calls (see _deadlines): nothing else cancels it, so having caught
+        # a cancellation means the deadline passed.
+        scope, ends, deadlines, entry = deadline_scope(limit)
         try:
-            with anyio.fail_after(limit):
+            with scope:
                 return await self._attempts(
                     method, path, json, may_resend, hook, ends, progress, per_attempt
                 )
-        except TimeoutError as error:
-            if isinstance(error, exc.FayError):
-                raise
-            if progress.started is not None:
-                logger.debug(
-                    "%s %s cut off by the deadline after %.3fs (attempt %d)",
-                    method,
-                    path,
-                    anyio.current_time() - progress.started,
-                    progress.attempt,
-                )
-            raise exc.APITimeoutError(
-                f"{method} {path} did not finish within {limit:g} s (all retries included)",
-                method=method,
-                path=path,
-                sent=progress.sent,
-            ) from None
+        finally:
+            if deadlines is not None and entry is not None:
+                deadlines.remove(entry)
+        if progress.started is not None:
+            logger.debug(
+                "%s %s cut off by the deadline after %.3fs (attempt %d)",
+                method,
+                path,
+                anyio.current_time() - progress.started,
+                progress.attempt,
+            )
+        raise exc.APITimeoutError(
+            f"{method} {path} did not finish within {limit:g} s (all retries included)",
+            method=method,
+            path=path,
+            sent=progress.sent,
+        )
 
     async def _attempts(
         self,
@@ -332,17 +323,21 @@ class Transport:
     ) -> RawResponse:
         url = self._base + path
         attempt = 1
+        # The clock is read for the log only: the deadline is the cancel scope's.
+        timed = logger.isEnabledFor(logging.DEBUG)
         while True:
             if attempt > 1 and hook is not None:
                 await hook.before_attempt(attempt)
             sent_before = progress.sent
             progress.sent = True  # from here on this attempt may reach the service
             progress.attempt = attempt
-            progress.started = started = anyio.current_time()
+            progress.started = started = anyio.current_time() if timed else None
             outcome = await self._send(method, path, url, json, per_attempt)
             progress.started = None
-            now = anyio.current_time()
-            _log_attempt(method, path, attempt, now - started, outcome)
+            if started is not None:
+                _log_attempt(method, path, attempt, anyio.current_time() - started, outcome)
+            if isinstance(outcome, httpx.Response) and 200 <= outcome.status_code < 300:
+                return RawResponse(outcome.status_code, outcome.content)  # as decide() would
             progress.sent = sent_before or may_have_arrived(outcome)
             if (
                 hook is not None
@@ -356,11 +351,11 @@ class Transport:
                 attempt=attempt,
                 may_resend=may_resend,
                 sent=progress.sent,
-                time_left=deadline - now,
+                time_left=deadline - anyio.current_time(),
                 jitter=self._rng.random(),
             )
             decision = decide(outcome, state, self._retry)
-            if isinstance(decision, Done):
+            if isinstance(decision, Done):  # pragma: no cover - a 2xx answer returned above
                 return decision.response
             if isinstance(decision, Fail):
                 raise decision.error from decision.cause
@@ -378,12 +373,18 @@ class Transport:
         """One HTTP attempt: the response, or the httpx error it ended with."""
         try:
             if self._borrowed is not None:
+                if self._prepared_headers is None:
+                    self._prepared_headers = httpx.Headers(self._headers)
                 return await self._borrowed.request(
-                    method, url, json=json, headers=self._headers, timeout=per_attempt
+                    method, url, json=json, headers=self._prepared_headers, timeout=per_attempt
                 )
-            if per_attempt is self._timeout:  # set on the owned client already
-                return await self.http.request(method, url, json=json)
-            return await self.http.request(method, url, json=json, timeout=per_attempt)
+            client, direct = self._root._own()
+            if direct.usable:
+                timeouts = self._timeouts if per_attempt is self._timeout else per_attempt.as_dict()
+                return await direct.send(method, url, json, timeouts)
+            if per_attempt is self._root._timeout:  # set on the owned client already
+                return await client.request(method, url, json=json)
+            return await client.request(method, url, json=json, timeout=per_attempt)
         except _HTTPX_ERRORS as error:
             return error
         except UnicodeError as error:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from types import UnionType
+from typing import Any, Final, TypeVar, Union, cast, get_args, get_origin
 
 import cattrs
 from cattrs.preconf.json import make_converter
@@ -72,6 +74,7 @@ def _structure_strict(value: object, kind: type[Any]) -> Any:
     return value
 
 
+_FROMISOFORMAT_TAKES_Z: Final = sys.version_info >= (3, 11)
 _FRACTION: Final = re.compile(r"\.(\d+)(?=[+-]\d\d:?\d\d$|$)")
 
 
@@ -90,6 +93,13 @@ def _iso_text(value: str) -> str:
 def _structure_datetime(value: object, _: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError
+    if _FROMISOFORMAT_TAKES_Z:
+        # Python 3.11 reads "Z" and a fraction of any length itself (cutting it to
+        # microseconds as _iso_text does); what it refuses ("z") is normalised first.
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     return datetime.fromisoformat(_iso_text(value))
 
 
@@ -126,10 +136,42 @@ def _make_converter() -> cattrs.Converter:  # pragma: no mutate block
     converter.register_structure_hook(ResearchStatus, _structure_status)
     converter.register_structure_hook_func(lambda t: t == _OBJECT, _structure_object)
     converter.register_structure_hook_func(lambda t: t == _OUTPUT, _structure_output)
+    converter.register_structure_hook_factory(_is_optional, _optional_hook(converter))
     return converter
 
 
+def _is_optional(kind: Any) -> bool:
+    args = get_args(kind)
+    return len(args) == 2 and type(None) in args and get_origin(kind) in (Union, UnionType)
+
+
+def _optional_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    """``X | None`` fields: the hook of X called directly (cattrs would dispatch per call)."""
+
+    def factory(kind: Any) -> Callable[[Any, Any], Any]:
+        (inner,) = (arg for arg in get_args(kind) if arg is not type(None))
+        hook = converter.get_structure_hook(inner)
+
+        def structure(value: object, _: object) -> Any:
+            return None if value is None else hook(value, inner)
+
+        return structure
+
+    return factory
+
+
 _converter: Final = _make_converter()
+
+
+_hooks: Final[dict[type[Any], Callable[[Mapping[str, Any], type[Any]], Any]]] = {}
+
+
+def _structure_hook(model: type[Any]) -> Callable[[Mapping[str, Any], type[Any]], Any]:
+    """cattrs' structure function for a model, looked up once instead of on every call."""
+    hook = _hooks.get(model)
+    if hook is None:
+        hook = _hooks[model] = _converter.get_structure_hook(model)
+    return hook
 
 
 def snippet(text: str | bytes) -> str:
@@ -222,7 +264,7 @@ def _class_for_status(status_code: int) -> type[exc.APIError]:
 def structure(status_code: int, data: Mapping[str, Any], model: type[T], content: bytes) -> T:
     """Turn an envelope's ``data`` into a model; a field of the wrong type is an API error."""
     try:
-        return _converter.structure(data, model)
+        return cast("T", _structure_hook(model)(data, model))
     except cattrs.BaseValidationError as error:
         # cattrs gathers whatever a field raised (the hooks' TypeError, a missing key, an
         # unknown status) into this one error, as the converter validates in detail.

@@ -74,6 +74,18 @@ def _client_timeout(connect: float | None, read: float | None) -> aiohttp.Client
     return aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=read)
 
 
+@functools.lru_cache(maxsize=1024)
+def _yarl_url(url: str) -> yarl.URL:
+    """The URL as aiohttp takes it (already encoded); a path asked for again is reused."""
+    return yarl.URL(url, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _header_items(raw: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[str, str], ...]:
+    """Request headers as aiohttp takes them (the same few sets on every request)."""
+    return tuple(httpx.Headers(list(raw)).multi_items())
+
+
 #: aiohttp's failures, most specific first (the connector errors are ClientOSErrors, the
 #: timeouts ServerConnectionErrors), and the httpx exception each becomes. Anything else
 #: (a ClientOSError once connected, any other error) becomes ReadError: it may have arrived.
@@ -177,14 +189,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send ``request`` and read its response whole; failures as httpx exceptions."""
         session, slots = self._open()
         timeouts: Mapping[str, Any] = request.extensions.get("timeout", {})
-        await self._acquire(slots, timeouts.get("pool"), request)
+        if slots.locked():
+            await self._acquire(slots, timeouts.get("pool"), request)
+        else:
+            await slots.acquire()  # a free slot: taken without waiting
         try:
-            body = await request.aread()
+            try:
+                body = request.content
+            except httpx.RequestNotRead:
+                body = await request.aread()
             try:
                 async with session.request(
                     request.method,
-                    yarl.URL(str(request.url), encoded=True),
-                    headers=request.headers.multi_items(),
+                    _yarl_url(str(request.url)),
+                    headers=_header_items(tuple(request.headers.raw)),
                     data=body or None,
                     allow_redirects=False,
                     timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
@@ -196,10 +214,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             slots.release()
         # aiohttp speaks HTTP/1.x only
         version = b"HTTP/1.0" if answer.version == (1, 0) else b"HTTP/1.1"
+        # The body as a stream, read (and decoded) by whoever reads the response, as one
+        # from httpx's own transport: httpx.Response(content=...) would read it through
+        # the decoders at once, and add a Content-Length the server may not have sent.
         return httpx.Response(
             answer.status,
             headers=answer.raw_headers,
-            content=content,
+            stream=httpx.ByteStream(content),
             request=request,
             extensions={
                 "http_version": version,
@@ -211,9 +232,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def _acquire(
         slots: asyncio.Semaphore, timeout: float | None, request: httpx.Request
     ) -> None:
-        if not slots.locked():
-            await slots.acquire()  # a free slot: taken without waiting
-            return
+        """Wait up to ``timeout`` for a slot (none is free)."""
         try:
             await asyncio.wait_for(slots.acquire(), timeout)
         except asyncio.TimeoutError:

@@ -332,3 +332,10 @@ def test_error_envelope_fields_that_are_not_strings_are_dropped(bad: object) -> 
     assert error.code is None
     assert error.message == "no message given"
     assert error.api_version is None
+
+
+def test_timestamps_with_a_lower_case_z_suffix() -> None:
+    body = docs.ok({**docs.CREATED["data"], "created_at": "2025-06-23T12:48:43.25z"})
+    assert parse(body, CreatedConversation).created_at == datetime(
+        2025, 6, 23, 12, 48, 43, 250000, tzinfo=timezone.utc
+    )
