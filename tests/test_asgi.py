@@ -510,7 +510,8 @@ def test_the_helper_needs_a_receive() -> None:
 
 
 def test_the_readme_web_app_is_the_example_file() -> None:
-    from .test_examples import EXAMPLES, README
+    from ._examples import EXAMPLES
+    from .test_examples import README
 
     code = (EXAMPLES / "starlette_app.py").read_text(encoding="utf-8")
     body = code.split('"""', 2)[2].lstrip("\n")
@@ -521,9 +522,9 @@ def test_the_readme_web_app_is_the_example_file() -> None:
 async def test_the_example_web_app_answers_both_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
 
-    from .test_examples import load
+    from ._examples import load_example
 
-    example = load("starlette_app")
+    example = load_example("starlette_app")
     emulator = FayEmulator(seed=4)
     monkeypatch.setattr(example, "FayClient", emulator.client)
     transport = httpx.ASGITransport(app=example.app)

@@ -15,9 +15,10 @@ from fay_async import ResearchManager, ResearchStatus
 from fay_async.testing import FayEmulator, Scenario
 
 from ._emulated import running
+from ._examples import EXAMPLES, load_example
 from ._served import eventually
 from .test_asgi import serve
-from .test_examples import EXAMPLES, README, load
+from .test_examples import README
 
 S = ResearchStatus
 
@@ -33,7 +34,7 @@ def scenario(prompt: str) -> Scenario:
 @asynccontextmanager
 async def app_on(emulator: FayEmulator) -> AsyncIterator[Any]:
     """The example's app on ``emulator``, started: its lifespan runs around the block."""
-    app = load("fastapi_app").create_app(emulator.client)
+    app = load_example("fastapi_app").create_app(emulator.client)
     async with app.router.lifespan_context(app):
         yield app
 

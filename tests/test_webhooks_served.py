@@ -110,7 +110,8 @@ async def test_mounted_in_a_starlette_app() -> None:
 
 
 def test_the_readme_webhook_app_is_the_example_file() -> None:
-    from .test_examples import EXAMPLES, README
+    from ._examples import EXAMPLES
+    from .test_examples import README
 
     code = (EXAMPLES / "fastapi_webhooks.py").read_text(encoding="utf-8")
     body = code.split('"""', 2)[2].lstrip("\n")
@@ -119,10 +120,10 @@ def test_the_readme_webhook_app_is_the_example_file() -> None:
 
 @pytest.mark.anyio
 async def test_the_example_fastapi_app_receives_events(monkeypatch: pytest.MonkeyPatch) -> None:
-    from .test_examples import load
+    from ._examples import load_example
 
     monkeypatch.setenv("FAY_WEBHOOK_SECRET", SECRET)
-    example = load("fastapi_webhooks")
+    example = load_example("fastapi_webhooks")
     transport = httpx.ASGITransport(app=example.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
         request_id = STATUS_EVENT["data"]["request_id"]
