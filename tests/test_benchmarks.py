@@ -51,13 +51,14 @@ def _value(rows: list[Row], metric: str) -> float:
 
 def test_overhead_rows() -> None:
     rows = overhead.run(quick=True)
-    _check(rows, expected=16)
+    _check(rows, expected=20)
     for row in rows:
         assert row.value > 0 or row.metric == "CPU FayClient adds per call", row
     assert {row.benchmark for row in rows} == {
         "overhead c=1",
         "overhead c=32",
-        "overhead in-memory",
+        "overhead in-memory, own httpx client",
+        "overhead in-memory, borrowed httpx client",
     }
 
 
