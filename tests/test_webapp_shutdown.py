@@ -10,6 +10,7 @@ the researches left running. The README's shutdown table comes from these runs.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -82,9 +83,19 @@ class Shutdown:
 def process(
     command: list[str], env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` in a process group of its own; on leaving, nothing of it is left.
+
+    A server killed with SIGKILL cannot end its own children (gunicorn's workers): the
+    whole group is killed once the server has exited or been killed.
+    """
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603 - our interpreter, our app
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             yield proc
@@ -92,6 +103,8 @@ def process(
             if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def answer_of(port: int, method: str, target: str, body: bytes = b"") -> int:
