@@ -216,6 +216,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read its response whole; failures as httpx exceptions."""
+        self._open()  # not on asyncio, or closed: said before the body is read
         try:
             body = request.content
         except httpx.RequestNotRead:

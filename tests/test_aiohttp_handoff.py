@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import socket
 
 import httpx
@@ -101,6 +102,14 @@ async def test_a_create_with_a_body_still_goes_through_an_httpx_request() -> Non
         async with FayClient(KEY, base_url=server.base_url, transport=transport) as fay:
             await fay.create_conversation("prompt")
     assert calls == ["POST"]
+
+
+async def test_a_call_is_logged_with_its_status(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="fay_async")
+    with RawServer(answer_with(json.dumps(STATUS).encode())) as server:
+        async with FayClient(KEY, base_url=server.base_url, transport=handed_over()) as fay:
+            await fay.get_status("req_1")
+    assert "GET /conversation/req_1/status -> 200 in " in caplog.text
 
 
 async def test_a_gzipped_answer_is_decoded() -> None:
