@@ -123,9 +123,13 @@ def _connection_error(method: str, path: str, error: Exception, *, sent: bool) -
 
 
 def _log_attempt(
-    method: str, path: str, attempt: int, elapsed: float, outcome: httpx.Response | Exception
+    method: str,
+    path: str,
+    attempt: int,
+    elapsed: float,
+    outcome: httpx.Response | RawResponse | Exception,
 ) -> None:
-    if isinstance(outcome, httpx.Response):
+    if not isinstance(outcome, Exception):
         status = outcome.status_code
         logger.debug("%s %s -> %d in %.3fs (attempt %d)", method, path, status, elapsed, attempt)
     else:
@@ -336,6 +340,8 @@ class Transport:
             progress.started = None
             if started is not None:
                 _log_attempt(method, path, attempt, anyio.current_time() - started, outcome)
+            if isinstance(outcome, RawResponse):  # a 2xx answer read by the direct sender
+                return outcome
             if isinstance(outcome, httpx.Response) and 200 <= outcome.status_code < 300:
                 return RawResponse(outcome.status_code, outcome.content)  # as decide() would
             progress.sent = sent_before or may_have_arrived(outcome)
@@ -369,8 +375,9 @@ class Transport:
         url: str,
         json: Mapping[str, Any] | None,
         per_attempt: httpx.Timeout,
-    ) -> httpx.Response | Exception:
-        """One HTTP attempt: the response, or the httpx error it ended with."""
+    ) -> httpx.Response | RawResponse | Exception:
+        """One HTTP attempt: the response (a 2xx one may be raw), or the httpx error it
+        ended with."""
         try:
             if self._borrowed is not None:
                 if self._prepared_headers is None:

@@ -41,7 +41,7 @@ import asyncio
 import functools
 import ssl
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import httpx
 import sniffio
@@ -99,13 +99,42 @@ _MAPPING: Final[tuple[tuple[tuple[type[BaseException], ...], type[httpx.Transpor
 )
 
 
-def _translate(error: Exception, request: httpx.Request) -> httpx.TransportError:
+def _translate(error: Exception, request: httpx.Request | None) -> httpx.TransportError:
     """The httpx exception for an aiohttp (or OS) failure of ``request``; see the module doc."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     for kinds, translated in _MAPPING:
         if isinstance(error, kinds):
             return translated(text, request=request)
     return httpx.ReadError(text, request=request)
+
+
+class Answer(NamedTuple):
+    """A response read whole, as aiohttp gave it."""
+
+    status: int
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    content: bytes
+    http_1_0: bool
+    reason: str | None
+    #: No Content-Encoding to decode and no cookie to keep: the body is the content.
+    plain: bool
+
+    def response(self, request: httpx.Request) -> httpx.Response:
+        """This answer as the httpx.Response of ``request``."""
+        # The body as a stream, read (and decoded) by whoever reads the response, as one
+        # from httpx's own transport: httpx.Response(content=...) would read it through
+        # the decoders at once, and add a Content-Length the server may not have sent.
+        return httpx.Response(
+            self.status,
+            headers=self.raw_headers,
+            stream=httpx.ByteStream(self.content),
+            request=request,
+            extensions={
+                # aiohttp speaks HTTP/1.x only
+                "http_version": b"HTTP/1.0" if self.http_1_0 else b"HTTP/1.1",
+                "reason_phrase": (self.reason or "").encode("ascii", "replace"),
+            },
+        )
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -187,58 +216,77 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read its response whole; failures as httpx exceptions."""
+        self._open()  # not on asyncio, or closed: said before the body is read
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+        try:
+            answer = await self._exchange(
+                request.method,
+                str(request.url),
+                _header_items(tuple(request.headers.raw)),
+                body,
+                request.extensions.get("timeout", {}),
+            )
+        except httpx.RequestError as error:
+            error.request = request
+            raise
+        return answer.response(request)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+        timeouts: Mapping[str, Any],
+    ) -> Answer:
+        """One exchange from parts, the answer read whole; failures as httpx exceptions
+        without their request (the caller gives them one).
+
+        What :meth:`handle_async_request` does without an ``httpx.Request`` and
+        ``httpx.Response`` around it: FayClient's own httpx client hands its requests over
+        here (see ``_direct``). ``url`` is encoded, as ``str(httpx.URL)`` gives it;
+        ``headers`` as :func:`_header_items` makes them.
+        """
         session, slots = self._open()
-        timeouts: Mapping[str, Any] = request.extensions.get("timeout", {})
         if slots.locked():
-            await self._acquire(slots, timeouts.get("pool"), request)
+            await self._acquire(slots, timeouts.get("pool"))
         else:
             await slots.acquire()  # a free slot: taken without waiting
         try:
             try:
-                body = request.content
-            except httpx.RequestNotRead:
-                body = await request.aread()
-            try:
                 async with session.request(
-                    request.method,
-                    _yarl_url(str(request.url)),
-                    headers=_header_items(tuple(request.headers.raw)),
+                    method,
+                    _yarl_url(url),
+                    headers=headers,
                     data=body or None,
                     allow_redirects=False,
                     timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read")),
                 ) as answer:
                     content = await answer.read()
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
-                raise _translate(error, request) from error
+                raise _translate(error, None) from error
         finally:
             slots.release()
-        # aiohttp speaks HTTP/1.x only
-        version = b"HTTP/1.0" if answer.version == (1, 0) else b"HTTP/1.1"
-        # The body as a stream, read (and decoded) by whoever reads the response, as one
-        # from httpx's own transport: httpx.Response(content=...) would read it through
-        # the decoders at once, and add a Content-Length the server may not have sent.
-        return httpx.Response(
+        names = answer.headers
+        return Answer(
             answer.status,
-            headers=answer.raw_headers,
-            stream=httpx.ByteStream(content),
-            request=request,
-            extensions={
-                "http_version": version,
-                "reason_phrase": (answer.reason or "").encode("ascii", "replace"),
-            },
+            answer.raw_headers,
+            content,
+            answer.version == (1, 0),
+            answer.reason,
+            "Content-Encoding" not in names and "Set-Cookie" not in names,
         )
 
     @staticmethod
-    async def _acquire(
-        slots: asyncio.Semaphore, timeout: float | None, request: httpx.Request
-    ) -> None:
+    async def _acquire(slots: asyncio.Semaphore, timeout: float | None) -> None:
         """Wait up to ``timeout`` for a slot (none is free)."""
         try:
             await asyncio.wait_for(slots.acquire(), timeout)
         except asyncio.TimeoutError:
-            raise httpx.PoolTimeout(
-                f"no free connection within {timeout} s", request=request
-            ) from None
+            raise httpx.PoolTimeout(f"no free connection within {timeout} s") from None
 
     async def aclose(self) -> None:
         """Close the aiohttp session and its connections; the transport cannot be reused."""
