@@ -415,7 +415,9 @@ def is_already_finished(error: APIError) -> bool:
 
 
 def _path(request_id: str, action: str) -> str:
-    if type(request_id) is str:  # hashable, and the same id gives the same path
+    # (hashable, and the same id gives the same path; the other way gives it too, slower:
+    # not mutated)
+    if type(request_id) is str:  # pragma: no mutate
         return _checked_path(request_id, action)
     return f"/conversation/{quote(validate_request_id(request_id), safe='')}/{action}"
 

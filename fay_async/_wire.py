@@ -168,7 +168,7 @@ _hooks: Final[dict[type[Any], Callable[[Mapping[str, Any], type[Any]], Any]]] = 
 
 def _structure_hook(model: type[Any]) -> Callable[[Mapping[str, Any], type[Any]], Any]:
     """cattrs' structure function for a model, looked up once instead of on every call."""
-    hook = _hooks.get(model)
+    hook = _hooks.get(model)  # pragma: no mutate - a miss only makes the function again
     if hook is None:
         hook = _hooks[model] = _converter.get_structure_hook(model)
     return hook
