@@ -152,4 +152,6 @@ async def test_replicas_act_as_one_app(tmp_path: Path, redis_url: str) -> None:
     assert statuses.pop(quick) is ResearchStatus.COMPLETED
     assert set(statuses.values()) == {ResearchStatus.STOPPED}
     assert [c for c in calls if c.request_id == quick and c.endpoint != "create"] == []
-    assert {d.status_code for d in emulator.deliveries()} == {200}
+    # The quick research's events reached the first replica, which took them. (Events of
+    # the researches stopped last may reach replicas already gone: not counted.)
+    assert {d.status_code for d in emulator.deliveries() if d.request_id == quick} == {200}
