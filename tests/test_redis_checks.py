@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 from typing import Any
 
+import anyio
 import pytest
 
-from fay_async import ConfigurationError
-from fay_async._redis._connect import check_key_prefix, check_worker_id
+from fay_async import ConfigurationError, SharedStateError
+from fay_async._redis._connect import SOCKET_TIMEOUT, check_key_prefix, check_worker_id
 from fay_async.redis import BatchClaims, RedisBudget, RedisRegistry, WebhookFanout, redact
 
 
@@ -117,3 +119,33 @@ def test_a_url_redis_py_cannot_read_is_refused_at_construction(store: Any) -> No
         assert "s3cret" not in str(caught.value)
     for url in ("redis://h", "rediss://h:6380/1", "unix:///run/redis.sock?db=1"):
         store(url)  # accepted
+
+
+@pytest.mark.anyio
+@pytest.mark.asyncio_only
+async def test_redis_commands_have_a_bounded_wait_unless_the_url_says() -> None:
+    default = RedisBudget("redis://127.0.0.1:6379/0")
+    kwargs = default._connection.client().connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == SOCKET_TIMEOUT
+    await default.aclose()
+    given = RedisBudget("redis://127.0.0.1:6379/0?socket_timeout=0.5")
+    assert given._connection.client().connection_pool.connection_kwargs["socket_timeout"] == 0.5
+    await given.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.asyncio_only
+@pytest.mark.real_time
+async def test_a_redis_that_never_answers_fails_the_budget_check_clearly() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    port = silent.getsockname()[1]
+    url = f"redis://:s3cret@127.0.0.1:{port}/0?socket_timeout=0.1&socket_connect_timeout=0.1"
+    budget = RedisBudget(url)
+    try:
+        with anyio.fail_after(5):  # a few 0.1-s reads, with redis-py's retries
+            with pytest.raises(SharedStateError, match="RedisBudget: Redis at") as caught:
+                await budget.take("k:status", 10, 60.0)
+        assert "s3cret" not in str(caught.value)
+    finally:
+        await budget.aclose()
+        silent.close()

@@ -13,9 +13,12 @@ from fay_async.exceptions import ConfigurationError, SharedStateError
 if TYPE_CHECKING:
     import redis.asyncio
 
-__all__ = ["Connection", "check_key_prefix", "check_worker_id", "redact"]
+__all__ = ["SOCKET_TIMEOUT", "Connection", "check_key_prefix", "check_worker_id", "redact"]
 
 _EXTRA: Final = 'pip install "fay-async[redis]"'
+#: Seconds a Redis command (or a connect) may take before it fails, unless the URL says.
+#: Pub/sub waits pass their own timeout and are not cut by it.
+SOCKET_TIMEOUT: Final = 5.0
 
 #: The URL schemes redis-py's ``from_url`` reads (it refuses any other at first use).
 _SCHEMES: Final = ("redis://", "rediss://", "unix://")
@@ -155,7 +158,15 @@ class Connection:
             except ModuleNotFoundError:
                 raise ConfigurationError(f"{self._what} needs redis-py: {_EXTRA}") from None
             assert self._url is not None  # noqa: S101 - one of the two was given
-            self._client = redis.asyncio.Redis.from_url(self._url, decode_responses=True)
+            # Bounded reads and connects: a Redis that hangs fails the call that needed it
+            # (as SharedStateError) instead of holding it for ever. The URL's own
+            # socket_timeout / socket_connect_timeout, if given, win.
+            self._client = redis.asyncio.Redis.from_url(
+                self._url,
+                decode_responses=True,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=SOCKET_TIMEOUT,
+            )
         return self._client
 
     def failed(self, error: BaseException, doing: str) -> SharedStateError:
