@@ -23,7 +23,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import attrs
@@ -149,11 +149,27 @@ async def _pairs(
     return raw_blocks, fay_blocks
 
 
-def _ratio_rows(
-    name: str, raw_blocks: list[Block], fay_blocks: list[Block], *, target: bool
+#: What each block measures: the attribute of a Block, and its words in a metric.
+WALL_AND_CPU: Final = (("wall", "wall time"), ("cpu", "client CPU time"))
+
+
+def paired_rows(
+    name: str,
+    raw_blocks: list[Block],
+    fay_blocks: list[Block],
+    *,
+    metrics: tuple[str, str, str],
+    limit: float | None,
+    kinds: tuple[tuple[str, str], ...] = WALL_AND_CPU,
 ) -> list[Row]:
+    """For each kind: both sides' median per call, and the median of the per-pair ratios.
+
+    ``metrics`` are the raw side's, FayClient's and the ratio's metric names, formatted
+    with ``what`` (the kind's words) and ``kind``; ``limit`` is the ratio's target, if any.
+    """
+    raw_metric, fay_metric, ratio_metric = metrics
     rows: list[Row] = []
-    for kind, unit_note in (("wall", "wall time"), ("cpu", "client CPU time")):
+    for kind, what in kinds:
         raw_values = [getattr(b, kind) for b in raw_blocks]
         fay_values = [getattr(b, kind) for b in fay_blocks]
         ratios = [f / r for f, r in zip(fay_values, raw_values, strict=True)]
@@ -162,27 +178,34 @@ def _ratio_rows(
         rows += [
             Row(
                 benchmark=name,
-                metric=f"raw httpx, {unit_note} per call",
+                metric=raw_metric.format(what=what, kind=kind),
                 value=median(raw_values) * 1e6,
                 unit="us",
             ),
             Row(
                 benchmark=name,
-                metric=f"FayClient, {unit_note} per call",
+                metric=fay_metric.format(what=what, kind=kind),
                 value=median(fay_values) * 1e6,
                 unit="us",
             ),
             Row(
                 benchmark=name,
-                metric=f"FayClient / raw ({kind})",
+                metric=ratio_metric.format(what=what, kind=kind),
                 value=ratio,
                 unit="x",
-                target=f"<= {TARGET_RATIO}" if target else "",
-                ok=check(ratio, TARGET_RATIO) if target else None,
+                target="" if limit is None else f"<= {limit}",
+                ok=None if limit is None else check(ratio, limit),
                 note=f"IQR {low:.3f}-{high:.3f} over {len(ratios)} pairs",
             ),
         ]
     return rows
+
+
+_RAW_HTTPX: Final = (
+    "raw httpx, {what} per call",
+    "FayClient, {what} per call",
+    "FayClient / raw ({kind})",
+)
 
 
 async def _socket(base_url: str, concurrency: int, sizes: Sizes) -> list[Row]:
@@ -208,7 +231,13 @@ async def _socket(base_url: str, concurrency: int, sizes: Sizes) -> list[Row]:
             concurrency,
             sizes.warm,
         )
-    return _ratio_rows(f"overhead c={concurrency}", raw_blocks, fay_blocks, target=True)
+    return paired_rows(
+        f"overhead c={concurrency}",
+        raw_blocks,
+        fay_blocks,
+        metrics=_RAW_HTTPX,
+        limit=TARGET_RATIO,
+    )
 
 
 def _sides(
@@ -265,24 +294,18 @@ async def _in_memory(body: bytes, sizes: Sizes) -> list[Row]:
 def _memory_rows(
     raw_blocks: list[Block], fay_blocks: list[Block], side: str, *, target: bool
 ) -> list[Row]:
-    extra = median([f.cpu - r.cpu for f, r in zip(fay_blocks, raw_blocks, strict=True)])
-    ratios = [f.cpu / r.cpu for f, r in zip(fay_blocks, raw_blocks, strict=True)]
-    ratio = median(ratios)
-    low, high = quartiles(ratios)
     name = f"overhead in-memory, {side} httpx client"
-    return [
-        Row(
-            benchmark=name,
-            metric="raw httpx, CPU per call",
-            value=median([b.cpu for b in raw_blocks]) * 1e6,
-            unit="us",
-        ),
-        Row(
-            benchmark=name,
-            metric="FayClient, CPU per call",
-            value=median([b.cpu for b in fay_blocks]) * 1e6,
-            unit="us",
-        ),
+    rows = paired_rows(
+        name,
+        raw_blocks,
+        fay_blocks,
+        metrics=_RAW_HTTPX,
+        limit=MEMORY_TARGET_RATIO if target else None,
+        kinds=(("cpu", "CPU"),),
+    )
+    extra = median([f.cpu - r.cpu for f, r in zip(fay_blocks, raw_blocks, strict=True)])
+    rows.insert(
+        2,
         Row(
             benchmark=name,
             metric="CPU FayClient adds per call",
@@ -290,16 +313,8 @@ def _memory_rows(
             unit="us",
             note="no socket, no server: httpx.MockTransport",
         ),
-        Row(
-            benchmark=name,
-            metric="FayClient / raw (cpu)",
-            value=ratio,
-            unit="x",
-            target=f"<= {MEMORY_TARGET_RATIO}" if target else "",
-            ok=check(ratio, MEMORY_TARGET_RATIO) if target else None,
-            note=f"IQR {low:.3f}-{high:.3f} over {len(ratios)} pairs",
-        ),
-    ]
+    )
+    return rows
 
 
 async def _status_body(base_url: str) -> bytes:

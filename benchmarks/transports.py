@@ -20,8 +20,8 @@ import attrs
 from fay_async import FayClient
 from fay_async.aiohttp import AiohttpTransport
 
-from ._common import API_KEY, Row, check, median, quartiles, static_server
-from .overhead import Block, Call, _pairs
+from ._common import API_KEY, Row, static_server
+from .overhead import Block, Call, _pairs, paired_rows
 
 #: FayClient on AiohttpTransport against raw aiohttp, at every concurrency.
 TARGET_RATIO = 1.5
@@ -42,37 +42,12 @@ QUICK = Sizes(calls={1: 5, 32: 32}, pairs={1: 2, 32: 2}, warm=0)
 
 
 def _rows(name: str, side: str, raw: list[Block], fay: list[Block], *, target: bool) -> list[Row]:
-    rows: list[Row] = []
-    for kind, what in (("wall", "wall time"), ("cpu", "client CPU time")):
-        raw_values = [getattr(b, kind) for b in raw]
-        fay_values = [getattr(b, kind) for b in fay]
-        ratios = [f / r for f, r in zip(fay_values, raw_values, strict=True)]
-        ratio = median(ratios)
-        low, high = quartiles(ratios)
-        rows += [
-            Row(
-                benchmark=name,
-                metric=f"raw aiohttp, {what} per call (paired with {side})",
-                value=median(raw_values) * 1e6,
-                unit="us",
-            ),
-            Row(
-                benchmark=name,
-                metric=f"FayClient on {side}, {what} per call",
-                value=median(fay_values) * 1e6,
-                unit="us",
-            ),
-            Row(
-                benchmark=name,
-                metric=f"FayClient on {side} / raw aiohttp ({kind})",
-                value=ratio,
-                unit="x",
-                target=f"<= {TARGET_RATIO}" if target else "",
-                ok=check(ratio, TARGET_RATIO) if target else None,
-                note=f"IQR {low:.3f}-{high:.3f} over {len(ratios)} pairs",
-            ),
-        ]
-    return rows
+    metrics = (
+        f"raw aiohttp, {{what}} per call (paired with {side})",
+        f"FayClient on {side}, {{what}} per call",
+        f"FayClient on {side} / raw aiohttp ({{kind}})",
+    )
+    return paired_rows(name, raw, fay, metrics=metrics, limit=TARGET_RATIO if target else None)
 
 
 async def _measure(base_url: str, concurrency: int, sizes: Sizes) -> list[Row]:
