@@ -20,7 +20,7 @@ from fay_async.testing import FayEmulator
 from fay_async.webhooks import WebhookEvent, WebhookReceiver
 
 from ._common import API_KEY, Row, check, run_virtual
-from .polling import SEED, SPACING, Outcome, _lags, measure
+from .polling import SEED, SPACING, Outcome, _lags, measure, outcome_rows
 
 SECRET = "placeholder"  # noqa: S105 - signs benchmark bodies only
 TARGET_CALLS = 0.2
@@ -73,47 +73,26 @@ def run(*, quick: bool) -> list[Row]:
     lossy = run_virtual(lambda: pushed(count, 0.1))
     name = f"webhooks n={count}"
     return [
-        Row(
-            benchmark=name,
-            metric="polling only: status calls per research",
-            value=polled.calls,
-            unit="calls",
+        *outcome_rows(name, "polling only", polled),
+        *outcome_rows(
+            name,
+            "webhooks",
+            every,
+            calls={
+                "target": f"<= {TARGET_CALLS:g}",
+                "ok": check(every.calls, TARGET_CALLS),
+            },
+            lag={
+                "target": f"< {TARGET_LAG:g}",
+                "ok": every.mean_lag < TARGET_LAG,
+                "note": f"max {max(every.lags):.3f} s",
+            },
         ),
-        Row(
-            benchmark=name,
-            metric="polling only: mean detection lag",
-            value=polled.mean_lag,
-            unit="s",
-        ),
-        Row(
-            benchmark=name,
-            metric="webhooks: status calls per research",
-            value=every.calls,
-            unit="calls",
-            target=f"<= {TARGET_CALLS:g}",
-            ok=check(every.calls, TARGET_CALLS),
-        ),
-        Row(
-            benchmark=name,
-            metric="webhooks: mean detection lag",
-            value=every.mean_lag,
-            unit="s",
-            target=f"< {TARGET_LAG:g}",
-            ok=every.mean_lag < TARGET_LAG,
-            note=f"max {max(every.lags):.3f} s",
-        ),
-        Row(
-            benchmark=name,
-            metric="10 % of deliveries lost: status calls per research",
-            value=lossy.calls,
-            unit="calls",
-            note="every wait ended (checked)",
-        ),
-        Row(
-            benchmark=name,
-            metric="10 % of deliveries lost: mean detection lag",
-            value=lossy.mean_lag,
-            unit="s",
-            note=f"max {max(lossy.lags):.1f} s: a lost COMPLETED waits for the safety net",
+        *outcome_rows(
+            name,
+            "10 % of deliveries lost",
+            lossy,
+            calls={"note": "every wait ended (checked)"},
+            lag={"note": f"max {max(lossy.lags):.1f} s: a lost COMPLETED waits for the safety net"},
         ),
     ]
